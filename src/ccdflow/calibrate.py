@@ -1,0 +1,240 @@
+"""Calibration of one frame: overscan, trim, bias, exposure-scaled dark, normalised flat, errors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ccdflow.errors import ConfigError, IncompatibleFramesError
+from ccdflow.kernels.calibrate import apply_calibration
+from ccdflow.kernels.clip import combine_block
+from ccdflow.master import Master
+from ccdflow.overscan import OverscanMethods, OverscanParams, UserOverscan, correct_overscan
+from ccdflow.sections import Region
+
+__all__ = ["CalibratedFrame", "CalibrationParams", "Masters", "calibrate_array", "flat_norm"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationParams:
+    """Everything one frame's calibration needs besides the pixels and the masters, resolved.
+
+    Parameters
+    ----------
+    image_area : Region
+        The image pixels kept after the overscan correction.
+    overscans : tuple of Region
+        Overscan areas; empty means no overscan step.
+    overscan_method : OverscanMethods or callable
+        Built-in method or user callable ``f(image, overscans)``.
+    overscan_params : OverscanParams
+        Knobs of the built-in methods.
+    gain : float
+        e-/ADU (> 0).
+    read_noise : float
+        Electrons (>= 0).
+    exptime : float
+        The raw frame's exposure time, s.
+    saturation : float, optional
+        Raw ADU level flagged as saturated.
+    """
+
+    image_area: Region
+    overscans: tuple[Region, ...] = ()
+    overscan_method: OverscanMethods | UserOverscan = OverscanMethods.median
+    overscan_params: OverscanParams = OverscanParams()
+    gain: float = 1.0
+    read_noise: float = 0.0
+    exptime: float = 1.0
+    saturation: float | None = None
+
+    def __post_init__(self):
+        if not (self.gain > 0 and math.isfinite(self.gain)):
+            raise ConfigError("gain", f"must be a positive number, got {self.gain!r}")
+        if not (self.read_noise >= 0 and math.isfinite(self.read_noise)):
+            raise ConfigError("read_noise", f"must be a non-negative number, got {self.read_noise!r}")
+        if not (self.exptime >= 0 and math.isfinite(self.exptime)):
+            raise ConfigError("exptime", f"must be a non-negative number, got {self.exptime!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for provenance (a user overscan callable is recorded by name)."""
+        method = self.overscan_method
+        return {
+            "image_area": self.image_area.to_dict(),
+            "overscans": [r.to_dict() for r in self.overscans],
+            "overscan_method": method.value if isinstance(method, OverscanMethods)
+            else getattr(method, "__name__", repr(method)),
+            "overscan_params": self.overscan_params.to_dict(),
+            "gain": self.gain,
+            "read_noise": self.read_noise,
+            "exptime": self.exptime,
+            "saturation": self.saturation,
+        }
+
+
+@dataclass(frozen=True)
+class Masters:
+    """The masters applied to a frame; ``None`` means the step is skipped."""
+
+    bias: Master | None = None
+    dark: Master | None = None
+    flat: Master | None = None
+
+    def items(self):
+        """(kind, master) pairs of the masters present."""
+        return [(k, getattr(self, k)) for k in ("bias", "dark", "flat")
+                if getattr(self, k) is not None]
+
+
+@dataclass(frozen=True)
+class CalibratedFrame:
+    """The lazy result of calibrating one frame.
+
+    Attributes
+    ----------
+    image, error : dask.array.Array
+        float32 calibrated image (ADU) and its 1-sigma error; NaN where not calibratable.
+    mask : dask.array.Array
+        uint8 bit flags (1 bad input, 2 saturated, 4 flat <= 0 or missing, 8 master without value).
+    stats : dask.delayed.Delayed
+        Dict of numbers known only after computing (overscan level, pixels whose master error is
+        undefined, flagged pixels).
+    params : CalibrationParams
+        The resolved parameters.
+    masters : Masters
+        The masters applied.
+    dark_scale, flat_norm : float
+        ``t_raw / t_dark`` and the flat's clipped mean (NaN when the step is skipped).
+    """
+
+    image: da.Array
+    error: da.Array
+    mask: da.Array
+    stats: Any
+    params: CalibrationParams
+    masters: Masters
+    dark_scale: float
+    flat_norm: float
+
+
+def flat_norm(flat: Master) -> float:
+    """The flat's sigma-clipped mean (3 sigma about the median, std, 5 iterations).
+
+    These are `astropy.stats.sigma_clipped_stats`' defaults, so a flat already normalised by
+    another package keeps its scale.
+    """
+    values = flat.data.reshape(-1, 1, 1)
+    out = combine_block(values, method="mean", clip="sigma", sigma_lower=3.0, sigma_upper=3.0,
+                        maxiters=5, cenfunc="median", stdfunc="std")
+    return float(out[0, 0, 0])
+
+
+def _trim_variance(var, area: Region):
+    """Cut a per-line overscan variance (ny,1)/(1,nx) to the image area; scalars pass through."""
+    if np.ndim(var) < 2:
+        return var
+    rows = area.slices[0] if var.shape[0] > 1 else slice(None)
+    cols = area.slices[1] if var.shape[1] > 1 else slice(None)
+    return var[rows, cols]
+
+
+def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Masters,
+                    dark_scale: float = 1.0, norm: float = 1.0) -> tuple[np.ndarray, dict]:
+    """Calibrate one raw frame held in memory (the per-frame task of every higher layer).
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        The whole raw frame, float32, overscan included.
+    params : CalibrationParams
+        Resolved parameters.
+    masters : Masters
+        Masters matching ``params.image_area``.
+    dark_scale : float
+        ``t_raw / t_dark``.
+    norm : float
+        The flat's normalisation (see `flat_norm`).
+
+    Returns
+    -------
+    (numpy.ndarray, dict)
+        float32 ``(3, rows, columns)`` image, error and mask bits; and the frame's statistics.
+    """
+    corrected, var_o, level = correct_overscan(
+        raw, params.overscans, params.overscan_method, params.overscan_params
+    )
+    area = params.image_area.slices
+    x = corrected[area].astype(np.float64)
+    master_bad = np.zeros(x.shape, dtype=bool)
+    undefined_error = np.zeros(x.shape, dtype=bool)
+    for master in (masters.bias, masters.dark):
+        if master is not None:
+            master_bad |= ~np.isfinite(master.data)
+            if master.error is not None:
+                undefined_error |= np.isfinite(master.data) & ~np.isfinite(master.error)
+    flat = var_flat = None
+    if masters.flat is not None:
+        flat = masters.flat.data / np.float32(norm)
+        if masters.flat.error is not None:
+            var_flat = np.square(masters.flat.error / np.float64(norm))
+            undefined_error |= np.isfinite(flat) & ~np.isfinite(masters.flat.error)
+    if masters.bias is not None:
+        x -= masters.bias.data
+    out = apply_calibration(
+        x, var_overscan=_trim_variance(var_o, params.image_area), raw=raw[area],
+        saturation=params.saturation,
+        dark=None if masters.dark is None else masters.dark.data,
+        var_dark=None if masters.dark is None else masters.dark.variance, dark_scale=dark_scale,
+        var_bias=None if masters.bias is None else masters.bias.variance,
+        flat=flat, var_flat=var_flat, gain=params.gain, read_noise=params.read_noise,
+        master_bad=master_bad,
+    )
+    stats = {
+        "overscan_level": level,
+        "undefined_master_error": int(undefined_error.sum()),
+        "flagged": int((out[2] != 0).sum()),
+        "not_calibrated": int(np.isnan(out[0]).sum()),
+    }
+    return out, stats
+
+
+def check_geometry(shape: tuple[int, int], params: CalibrationParams, masters: Masters, *,
+                   path: str, hdu: int = 0) -> None:
+    """Raise `IncompatibleFramesError` if an area lies outside the frame or a master mismatches."""
+    for region in params.overscans:
+        if not region.fits_in(shape):
+            raise IncompatibleFramesError(
+                path, f"overscan area {region.to_dict()} lies outside the {shape[0]}x{shape[1]} "
+                "frame", hdu=hdu)
+    if not params.image_area.fits_in(shape):
+        raise IncompatibleFramesError(
+            path, f"image_area {params.image_area.to_dict()} lies outside the "
+            f"{shape[0]}x{shape[1]} frame", hdu=hdu)
+    for kind, master in masters.items():
+        if master.shape != params.image_area.shape:
+            raise IncompatibleFramesError(
+                master.name or f"<master {kind}>",
+                f"master {kind} has shape {master.shape} but the image area of {path} is "
+                f"{params.image_area.shape}")
+
+
+def calibrate_lazy(data: da.Array, *, params: CalibrationParams, masters: Masters,
+                   dark_scale: float, norm: float) -> CalibratedFrame:
+    """Wrap `calibrate_array` over a frame's dask array: one task, nothing computed."""
+    block = data.rechunk(data.shape) if data.numblocks != (1, 1) else data
+    task = dask.delayed(calibrate_array, pure=True, nout=2)(
+        block.to_delayed().ravel()[0], params=params, masters=masters,
+        dark_scale=dark_scale, norm=norm,
+    )
+    shape = params.image_area.shape
+    cube = da.from_delayed(task[0], shape=(3, *shape), dtype=np.float32,
+                           meta=np.empty((0, 0, 0), np.float32))
+    return CalibratedFrame(
+        image=cube[0], error=cube[1], mask=cube[2].astype(np.uint8), stats=task[1],
+        params=params, masters=masters, dark_scale=dark_scale, flat_norm=norm,
+    )

@@ -1,0 +1,291 @@
+"""`Calibrator`: the per-frame calibration interface of the SuperPhot design, file in, file out."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+
+from ccdflow.calibrate import (
+    CalibratedFrame,
+    CalibrationParams,
+    Masters,
+    calibrate_lazy,
+    check_geometry,
+    flat_norm,
+)
+from ccdflow.errors import ConfigError, MissingCalibrationError
+from ccdflow.io.fits import Frame, open_frame
+from ccdflow.io.headers import ExposureTimeWarning
+from ccdflow.io.masters import read_master
+from ccdflow.io.products import calibrated_header, write_calibrated
+from ccdflow.master import Master
+from ccdflow.overscan import OverscanMethods, OverscanParams
+from ccdflow.params import parse_enum, parse_number
+from ccdflow.sections import Region, parse_region
+
+__all__ = ["Calibrator"]
+
+logger = logging.getLogger(__name__)
+
+_SETTINGS = ("overscans", "overscan_method", "overscan_params", "master_bias", "master_dark",
+             "master_flat", "gain", "read_noise", "image_area", "exptime", "saturation", "raw_hdu",
+             "mask", "overwrite")
+
+
+class Calibrator:
+    """Calibrate raw frames: overscan, trim, bias, exposure-scaled dark, normalised flat, errors.
+
+    Every parameter is an attribute that may be changed between calls, and every one may be
+    overridden for a single call by keyword (masters included; ``master_flat=None`` skips the
+    flat, e.g. to calibrate a raw flat).
+
+    Parameters
+    ----------
+    overscans : list of dict, optional
+        Overscan areas ``dict(xmin=, xmax=, ymin=, ymax=)`` (0-based, half-open, numpy order) or
+        FITS section strings; ``None`` (default) means no overscan step.
+    overscan_method : OverscanMethods or callable
+        A built-in method or ``f(image, overscans) -> corrected image``.
+    master_bias, master_dark, master_flat : path or Master, optional
+        Masters to apply; ``None`` skips the step. A master dark is scaled by
+        ``t_raw / EXPTIME_dark``; a master flat is divided by its sigma-clipped mean.
+    gain : float, optional
+        e-/ADU; default: the raw header's ``GAIN``, else 1.
+    read_noise : float, optional
+        Electrons; default: the raw header's ``RDNOISE`` (or ``READNOIS``), else 0.
+    image_area : dict, optional
+        The image pixels kept; masters must have its shape. Default: the whole frame.
+    exptime : float, optional
+        Exposure-time override for the raw frame, s.
+    saturation : float, optional
+        Raw ADU level flagged as saturated; default: the raw header's ``SATURATE`` if present.
+    raw_hdu : int
+        HDU of the raw frames.
+    overscan_params : OverscanParams
+        Knobs of the built-in overscan methods (clip sigma, iterations, polynomial order).
+    mask : bool
+        Also write a uint8 ``MASK`` extension.
+    overwrite : bool
+        Replace existing outputs (else `OutputExistsError`).
+
+    Raises
+    ------
+    ConfigError
+        If a parameter is invalid (named).
+
+    Notes
+    -----
+    With ``x = raw - overscan - B``, ``s = t_raw/t_dark`` and ``F_n = F/m``:
+    ``I = (x - s D)/F_n`` and
+    ``var_I = (var_O + var_B + s^2 var_D + max(x,0)/g + (RN/g)^2)/F_n^2 + I^2 var_Fn/F_n^2``.
+    Pixels that cannot be calibrated are NaN in image and error and flagged in the mask.
+
+    Examples
+    --------
+    >>> calibrate = Calibrator(overscans=[dict(xmin=0, xmax=4096, ymin=0, ymax=20)],
+    ...                        overscan_method=OverscanMethods.median,
+    ...                        master_bias="masters/bias.fits", gain=16.0,
+    ...                        image_area=dict(xmin=0, xmax=4096, ymin=20, ymax=4116))
+    >>> calibrate.set_masters(dark="masters/dark.fits")  # doctest: +SKIP
+    >>> calibrate(raw="raw1.fits", calibrated="calib1.fits")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        overscans: Sequence[Mapping[str, int] | str] | None = None,
+        overscan_method: OverscanMethods | str | Any = OverscanMethods.median,
+        master_bias: str | os.PathLike | Master | None = None,
+        master_dark: str | os.PathLike | Master | None = None,
+        master_flat: str | os.PathLike | Master | None = None,
+        gain: float | None = None,
+        read_noise: float | None = None,
+        image_area: Mapping[str, int] | str | None = None,
+        exptime: float | None = None,
+        saturation: float | None = None,
+        raw_hdu: int = 0,
+        overscan_params: OverscanParams = OverscanParams(),
+        mask: bool = False,
+        overwrite: bool = True,
+    ):
+        self.overscans = overscans
+        self.overscan_method = overscan_method
+        self.master_bias = master_bias
+        self.master_dark = master_dark
+        self.master_flat = master_flat
+        self.gain = gain
+        self.read_noise = read_noise
+        self.image_area = image_area
+        self.exptime = exptime
+        self.saturation = saturation
+        self.raw_hdu = raw_hdu
+        self.overscan_params = overscan_params
+        self.mask = mask
+        self.overwrite = overwrite
+        self._master_cache: dict[tuple, Master] = {}
+        self._norm_cache: dict[int, float] = {}
+        self._settings({})  # validate at construction
+
+    def set_masters(self, *, bias: Any = ..., dark: Any = ..., flat: Any = ...) -> None:
+        """Set (or with ``None`` remove) masters; masters not named keep their value."""
+        for kind, value in (("bias", bias), ("dark", dark), ("flat", flat)):
+            if value is not ...:
+                setattr(self, f"master_{kind}", value)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in _SETTINGS[:10])
+        return f"Calibrator({shown}, ...)"
+
+    # -- resolving parameters ---------------------------------------------------------------
+
+    def _settings(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(overrides) - set(_SETTINGS))
+        if unknown:
+            raise ConfigError(unknown[0], f"not a Calibrator parameter; expected one of {_SETTINGS}")
+        raw = {k: overrides.get(k, getattr(self, k)) for k in _SETTINGS}
+        method = raw["overscan_method"]
+        if not callable(method) or isinstance(method, str):
+            method = parse_enum(OverscanMethods, method, key="overscan_method")
+        overscans = raw["overscans"]
+        if isinstance(overscans, Mapping | str):
+            overscans = [overscans]
+        settings = dict(raw)
+        settings["overscan_method"] = method
+        settings["overscans"] = tuple(
+            parse_region(r, key=f"overscans[{i}]") for i, r in enumerate(overscans or ())
+        )
+        settings["image_area"] = (None if raw["image_area"] is None
+                                  else parse_region(raw["image_area"], key="image_area"))
+        for key in ("gain", "read_noise", "exptime", "saturation"):
+            settings[key] = parse_number(raw[key], key=key, strict=key == "gain", allow_none=True)
+        if not isinstance(raw["overscan_params"], OverscanParams):
+            settings["overscan_params"] = OverscanParams.from_dict(dict(raw["overscan_params"]))
+        if isinstance(raw["raw_hdu"], bool) or not isinstance(raw["raw_hdu"], int):
+            raise ConfigError("raw_hdu", f"expected an HDU index, got {raw['raw_hdu']!r}")
+        for kind in ("bias", "dark", "flat"):
+            value = raw[f"master_{kind}"]
+            if value is not None and not isinstance(value, str | os.PathLike | Master):
+                raise ConfigError(f"master_{kind}", f"expected a path or Master, got {value!r}")
+        return settings
+
+    def _load_master(self, value: str | os.PathLike | Master | None) -> Master | None:
+        if value is None or isinstance(value, Master):
+            return value
+        path = Path(value)
+        try:
+            st = path.stat()
+        except OSError:
+            st = None  # read_master raises the FrameReadError naming the file
+        key = (str(path.resolve()), st and st.st_mtime_ns, st and st.st_size)
+        if key not in self._master_cache:
+            self._master_cache[key] = read_master(path)
+        return self._master_cache[key]
+
+    def _flat_norm(self, flat: Master | None) -> float:
+        if flat is None:
+            return math.nan
+        if id(flat) not in self._norm_cache:
+            self._norm_cache[id(flat)] = flat_norm(flat)
+        return self._norm_cache[id(flat)]
+
+    # -- calibrating ----------------------------------------------------------------------------
+
+    def calibrate(self, frame: Frame, **overrides: Any) -> CalibratedFrame:
+        """Calibrate a lazily opened frame without touching any output file.
+
+        Parameters
+        ----------
+        frame : Frame
+            From `ccdflow.io.open_frame`.
+        **overrides
+            Any parameter, for this frame only.
+
+        Returns
+        -------
+        CalibratedFrame
+            Lazy image, error and mask (one task) and the resolved parameters.
+
+        Raises
+        ------
+        ConfigError, FrameReadError, IncompatibleFramesError, MissingCalibrationError
+        """
+        s = self._settings(overrides)
+        header = frame.header
+        ny, nx = frame.shape
+        params = CalibrationParams(
+            image_area=s["image_area"] or Region(xmin=0, xmax=nx, ymin=0, ymax=ny),
+            overscans=s["overscans"],
+            overscan_method=s["overscan_method"],
+            overscan_params=s["overscan_params"],
+            gain=s["gain"] if s["gain"] is not None else _header_number(header, "GAIN", 1.0),
+            read_noise=(s["read_noise"] if s["read_noise"] is not None
+                        else _header_number(header, "RDNOISE READNOIS", 0.0)),
+            exptime=s["exptime"] if s["exptime"] is not None else frame.exptime,
+            saturation=(s["saturation"] if s["saturation"] is not None
+                        else _header_number(header, "SATURATE", None)),
+        )
+        masters = Masters(*(self._load_master(s[f"master_{k}"]) for k in ("bias", "dark", "flat")))
+        check_geometry(frame.shape, params, masters, path=str(frame.path), hdu=frame.hdu)
+        dark_scale = math.nan
+        if masters.dark is not None:
+            dark_scale = params.exptime / _dark_exptime(masters.dark)
+        return calibrate_lazy(frame.data, params=params, masters=masters,
+                              dark_scale=dark_scale, norm=self._flat_norm(masters.flat))
+
+    def __call__(self, *, raw: str | os.PathLike, calibrated: str | os.PathLike,
+                 **overrides: Any) -> Path:
+        """Calibrate the file ``raw`` into the two-extension FITS file ``calibrated``.
+
+        Parameters
+        ----------
+        raw : path-like
+            The raw frame.
+        calibrated : path-like
+            The output: primary image, ``ERROR`` (and ``MASK`` if asked), written atomically.
+        **overrides
+            Any parameter, for this frame only.
+
+        Returns
+        -------
+        pathlib.Path
+            The output path.
+        """
+        s = self._settings(overrides)
+        frame = open_frame(raw, hdu=s["raw_hdu"], exptime=s["exptime"])
+        result = self.calibrate(frame, **overrides)
+        image, error, mask, stats = dask.compute(result.image, result.error, result.mask,
+                                                 result.stats)
+        header = calibrated_header(frame.header, params=result.params, masters=result.masters,
+                                   dark_scale=result.dark_scale, flat_norm=result.flat_norm,
+                                   stats=stats, history=f"raw file {Path(raw).name}")
+        logger.info("%s -> %s", raw, calibrated)
+        return write_calibrated(calibrated, image=image, error=error, header=header,
+                                mask=mask if s["mask"] else None, overwrite=s["overwrite"])
+
+
+def _dark_exptime(dark: Master) -> float:
+    """The master dark's exposure time; a dark without one is taken as a rate (1 s)."""
+    if dark.exptime is None:
+        warnings.warn(f"{dark.name}: master dark has no exposure time keyword; taking it as a "
+                      "rate per second (EXPTIME = 1)", ExposureTimeWarning, stacklevel=4)
+        return 1.0
+    if dark.exptime <= 0:
+        raise MissingCalibrationError(
+            f"{dark.name}: master dark EXPTIME is {dark.exptime}; it cannot be scaled")
+    return dark.exptime
+
+
+def _header_number(header, keys: str, default: float | None) -> float | None:
+    """The first of the space-separated ``keys`` holding a finite number, else ``default``."""
+    for key in keys.split():
+        value = header.get(key)
+        if not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+    return default

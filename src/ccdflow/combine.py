@@ -1,0 +1,298 @@
+"""Sigma-clipped, NaN-aware combination of a frame stack along its first axis, lazily on dask."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ccdflow.chunks import CHUNK_BUDGET, rows_for_budget
+from ccdflow.errors import ConfigError
+from ccdflow.kernels.clip import combine_block
+from ccdflow.params import check_keys, parse_enum, parse_int, parse_number, to_plain_dict
+
+__all__ = ["ClipMethod", "CombineMethod", "CombineParams", "Combined", "combine"]
+
+
+class CombineMethod(StrEnum):
+    """How the surviving values of a pixel are reduced."""
+
+    median = "median"
+    """Median (mean of the two middle values for an even count)."""
+    mean = "mean"
+    """Arithmetic mean."""
+    sum = "sum"
+    """Sum of the survivors (not rescaled for rejected values)."""
+
+
+class ClipMethod(StrEnum):
+    """How outliers are rejected before reducing."""
+
+    sigma = "sigma"
+    """Iterative sigma clipping, as `astropy.stats.sigma_clip` along the stack axis."""
+    minmax = "minmax"
+    """Drop the ``nlow`` lowest and ``nhigh`` highest values of each pixel."""
+    none = "none"
+    """Keep every finite value."""
+
+
+class CenterFunc(StrEnum):
+    """Centre of the sigma-clipping band."""
+
+    median = "median"
+    """Median of the survivors."""
+    mean = "mean"
+    """Mean of the survivors."""
+
+
+class StdFunc(StrEnum):
+    """Width of the sigma-clipping band."""
+
+    mad_std = "mad_std"
+    """1.4826 x median absolute deviation: robust, so one outlier among five can be rejected."""
+    std = "std"
+    """Population standard deviation (ddof=0), as astropy's ``std``."""
+
+
+class Uncertainty(StrEnum):
+    """Which formula gives the error of a combined pixel."""
+
+    ccdflow = "ccdflow"
+    """Standard error from the survivors' sample scatter (ddof=1); NaN where one value survives."""
+    ccdproc = "ccdproc"
+    """ccdproc's formulas (mean: std(ddof=0)/sqrt(n); median: 1.4826 MAD/sqrt(n))."""
+
+
+class FrameScale(StrEnum):
+    """Per-frame level each frame is divided by before combining (for flats)."""
+
+    median = "median"
+    """The median of the frame (median of its row-band medians)."""
+    mean = "mean"
+    """The NaN-ignoring mean of the frame."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CombineParams:
+    """Parameters of `combine`, named as in `astropy.stats.sigma_clip` where astropy has them.
+
+    Parameters
+    ----------
+    method : {"median", "mean", "sum"}
+        Reduction of the surviving values.
+    clip : {"sigma", "minmax", "none"}
+        Outlier rejection.
+    sigma_lower, sigma_upper : float
+        Clipping band below and above the centre, in units of ``stdfunc``.
+    maxiters : int or None
+        Clipping iterations at most; ``None`` iterates until nothing changes.
+    cenfunc : {"median", "mean"}
+        Centre of the band.
+    stdfunc : {"mad_std", "std"}
+        Width of the band.
+    nlow, nhigh : int
+        Values dropped at each end by ``clip="minmax"``.
+    scale : {None, "median", "mean"}
+        Divide each frame by its own level first (flats).
+    uncertainty : {"ccdflow", "ccdproc"}
+        Error formula (see `combine`).
+
+    Examples
+    --------
+    >>> CombineParams(method="mean", sigma_lower=3).to_dict()["sigma_lower"]
+    3.0
+    """
+
+    method: CombineMethod = CombineMethod.median
+    clip: ClipMethod = ClipMethod.sigma
+    sigma_lower: float = 5.0
+    sigma_upper: float = 5.0
+    maxiters: int | None = 5
+    cenfunc: CenterFunc = CenterFunc.median
+    stdfunc: StdFunc = StdFunc.mad_std
+    nlow: int = 1
+    nhigh: int = 1
+    scale: FrameScale | None = None
+    uncertainty: Uncertainty = Uncertainty.ccdflow
+
+    def __post_init__(self):
+        setter = object.__setattr__.__get__(self)
+        setter("method", parse_enum(CombineMethod, self.method, key="method"))
+        setter("clip", parse_enum(ClipMethod, self.clip, key="clip"))
+        setter("cenfunc", parse_enum(CenterFunc, self.cenfunc, key="cenfunc"))
+        setter("stdfunc", parse_enum(StdFunc, self.stdfunc, key="stdfunc"))
+        setter("uncertainty", parse_enum(Uncertainty, self.uncertainty, key="uncertainty"))
+        if self.scale is not None:
+            setter("scale", parse_enum(FrameScale, self.scale, key="scale"))
+        for key in ("sigma_lower", "sigma_upper"):
+            setter(key, parse_number(getattr(self, key), key=key, strict=True))
+        setter("maxiters", parse_int(self.maxiters, key="maxiters", minimum=1, allow_none=True))
+        setter("nlow", parse_int(self.nlow, key="nlow"))
+        setter("nhigh", parse_int(self.nhigh, key="nhigh"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as plain values (round-trips through `from_dict`, YAML and FITS)."""
+        return to_plain_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, key: str = "combine") -> CombineParams:
+        """Build from a mapping; an unknown field raises `ConfigError` naming ``key.field``."""
+        check_keys(cls, data, key=key)
+        try:
+            return cls(**data)
+        except ConfigError as err:
+            raise ConfigError(f"{key}.{err.key}", str(err).split(": ", 1)[-1]) from None
+
+    def replace(self, **changes: Any) -> CombineParams:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Combined:
+    """The lazy result of `combine`; compute the three arrays together for a single pass.
+
+    Attributes
+    ----------
+    data : dask.array.Array
+        Combined image, float32; NaN where no value survived.
+    error : dask.array.Array
+        Standard error of each combined pixel, float32.
+    count : dask.array.Array
+        Surviving values per pixel, uint16.
+    n_frames : int
+        Frames in the stack.
+    params : CombineParams
+        The parameters used.
+    """
+
+    data: da.Array
+    error: da.Array
+    count: da.Array
+    n_frames: int
+    params: CombineParams
+
+
+def _combine_chunk(block: np.ndarray, levels: np.ndarray | None, kwargs: dict) -> np.ndarray:
+    if levels is not None:
+        block = block / levels.astype(np.float32)
+    return combine_block(block, **kwargs)
+
+
+def _band_levels(block: np.ndarray, how: str) -> np.ndarray:
+    flat = block.reshape(block.shape[0], -1)
+    finite = np.isfinite(flat)
+    if how == "mean":
+        # sum and count, so that bands combine into an exact mean
+        return np.stack([np.where(finite, flat, 0).sum(1, dtype=np.float64),
+                         finite.sum(1).astype(np.float64)], axis=1)[:, :, None]
+    with np.errstate(all="ignore"):
+        medians = [np.median(row[ok]) if ok.any() else np.nan for row, ok in zip(flat, finite, strict=True)]
+    return np.asarray(medians, dtype=np.float64)[:, None, None]
+
+
+def frame_levels(stack: da.Array, how: FrameScale | str) -> da.Array:
+    """Each frame's level, lazily: the NaN-ignoring mean, or the median of its row-band medians.
+
+    Parameters
+    ----------
+    stack : dask.array.Array
+        (N, rows, columns), whole stack in every chunk.
+    how : {"median", "mean"}
+        Which level.
+
+    Returns
+    -------
+    dask.array.Array
+        (N,) float64.
+    """
+    how = parse_enum(FrameScale, how, key="scale")
+    parts = stack.map_blocks(
+        _band_levels, how.value, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64),
+        chunks=(stack.chunks[0], (2 if how == "mean" else 1,) * len(stack.chunks[1]),
+                (1,) * len(stack.chunks[2])),
+    )
+    if how == FrameScale.mean:
+        sums = parts.sum(axis=(2,))
+        return sums[:, 0::2].sum(axis=1) / sums[:, 1::2].sum(axis=1)
+    return da.nanmedian(parts.reshape(parts.shape[0], -1).rechunk({1: -1}), axis=1)
+
+
+def _whole_stack_chunks(stack: da.Array, budget: int) -> da.Array:
+    """Rechunk so that every chunk holds the whole stack (never split axis 0: dask/dask#6810)."""
+    if stack.numblocks[0] == 1:
+        return stack
+    rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1], budget=budget)
+    return stack.rechunk({0: -1, 1: rows, 2: -1})
+
+
+def combine(stack: da.Array | np.ndarray, *, params: CombineParams = CombineParams(),
+            budget: int = CHUNK_BUDGET) -> Combined:
+    """Combine a stack of frames along axis 0, lazily, one task per spatial chunk.
+
+    Parameters
+    ----------
+    stack : dask.array.Array or numpy.ndarray
+        (N, rows, columns) frames, for instance from `ccdflow.io.open_stack`. A stack split along
+        axis 0 is rechunked into full-width row bands of about ``budget`` bytes.
+    params : CombineParams
+        Rejection, reduction and error settings.
+    budget : int
+        Bytes per chunk used when the stack must be rechunked.
+
+    Returns
+    -------
+    Combined
+        Lazy ``data``, ``error`` (float32) and ``count`` (uint16) sharing one graph: compute them
+        together (``dask.compute(c.data, c.error, c.count)``) to read the input once.
+
+    Raises
+    ------
+    ConfigError
+        If ``stack`` is not 3-D.
+
+    Notes
+    -----
+    NaN is ignored everywhere. Sigma clipping rejects ``x < c - sigma_lower*s`` or
+    ``x > c + sigma_upper*s`` among the survivors, iterated up to ``maxiters`` times, exactly as
+    ``astropy.stats.sigma_clip(stack, axis=0, ...)``. With n survivors and ``sd`` their sample
+    standard deviation (ddof=1), the error is ``sd/sqrt(n)`` (mean), ``sqrt(pi/2) sd/sqrt(n)``
+    (median) or ``sd*sqrt(n)`` (sum); with one survivor it is NaN. A pixel with no survivor is NaN
+    in ``data`` and ``error`` and 0 in ``count``. With ``scale`` set, each frame is first divided by
+    its own level (see `frame_levels`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stack = np.full((5, 2, 2), 100.0, dtype=np.float32); stack[2, 0, 0] = 1000.0
+    >>> result = combine(stack)
+    >>> float(result.data[0, 0].compute()), int(result.count[0, 0].compute())
+    (100.0, 4)
+    """
+    stack = da.asarray(stack)
+    if stack.ndim != 3:
+        raise ConfigError("stack", f"expected a 3-D (N, rows, columns) stack, got shape {stack.shape}")
+    if stack.dtype != np.float32:
+        stack = stack.astype(np.float32)
+    stack = _whole_stack_chunks(stack, budget)
+    # (N, 1, 1) with one block, so that map_blocks broadcasts it against every spatial chunk
+    levels = frame_levels(stack, params.scale)[:, None, None] if params.scale is not None else None
+    kwargs = {k: v for k, v in params.to_dict().items() if k != "scale"}
+    out = da.map_blocks(
+        _combine_chunk, stack, levels, kwargs,
+        dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
+        chunks=((3,), stack.chunks[1], stack.chunks[2]),
+    )
+    return Combined(data=out[0], error=out[1], count=out[2].astype(np.uint16),
+                    n_frames=int(stack.shape[0]), params=params)
+
+
+def rejected_fraction(count: np.ndarray, n_frames: int, n_finite: int | None = None) -> float:
+    """Fraction of input values rejected, from a computed count map."""
+    total = n_finite if n_finite is not None else n_frames * count.size
+    return float(1.0 - count.sum(dtype=np.int64) / total) if total else math.nan

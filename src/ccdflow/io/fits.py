@@ -1,0 +1,308 @@
+"""Lazy FITS input: frames and stacks as float32 dask arrays, pixels read only when a chunk runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
+from dask.base import tokenize
+
+from ccdflow.chunks import CHUNK_BUDGET, rows_for_budget
+from ccdflow.errors import ConfigError, FrameReadError, IncompatibleFramesError
+from ccdflow.io.headers import exposure_time
+
+__all__ = ["Frame", "open_frame", "open_stack", "read_header", "read_rows"]
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One image HDU of a FITS file: header in memory, pixels as a lazy float32 dask array.
+
+    Attributes
+    ----------
+    data : dask.array.Array
+        (rows, columns) float32, BZERO/BSCALE applied; read when computed.
+    header : astropy.io.fits.Header
+        The HDU's header.
+    path : pathlib.Path
+        The file.
+    hdu : int
+        The HDU index read.
+    exptime : float
+        Exposure time in seconds (see `ccdflow.io.headers.exposure_time`), or the override given.
+    """
+
+    data: da.Array
+    header: fits.Header
+    path: Path
+    hdu: int
+    exptime: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the image."""
+        return self.data.shape
+
+
+def _image_hdu(hdul: fits.HDUList, hdu: int, path: str) -> tuple[int, fits.hdu.base.ExtensionHDU]:
+    """Pick the image HDU; an empty primary then a compressed image means the latter (fpack)."""
+    try:
+        chosen = hdul[hdu]
+    except (IndexError, KeyError):
+        raise FrameReadError(path, f"has no HDU {hdu} ({len(hdul)} HDUs)", hdu=hdu) from None
+    if hdu == 0 and chosen.header.get("NAXIS", 0) == 0 and len(hdul) > 1:
+        if isinstance(hdul[1], fits.CompImageHDU):
+            hdu, chosen = 1, hdul[1]  # still checked below: a compressed cube is not a frame
+    if not isinstance(chosen, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+        raise FrameReadError(path, f"is a {type(chosen).__name__}, not an image", hdu=hdu)
+    if chosen.header.get("NAXIS", 0) != 2:
+        raise FrameReadError(
+            path, f"image has NAXIS = {chosen.header.get('NAXIS', 0)}, expected 2", hdu=hdu
+        )
+    return hdu, chosen
+
+
+def _check_complete(hdul: fits.HDUList, index: int, size: int, path: str) -> None:
+    """Raise if a plain (not gzip) file ends before the chosen HDU's data does.
+
+    astropy only warns about this at open; the pixels would fail later, in some chunk's task.
+    """
+    info = hdul.fileinfo(index)
+    if info is None or getattr(info["file"], "compression", None):
+        return  # a compressed stream's length is unknown without decompressing; a read will fail
+    end = info["datLoc"] + info["datSpan"]
+    if size < end:
+        raise FrameReadError(path, f"truncated: {size} bytes, the HDU needs {end}", hdu=index)
+
+
+def read_header(path: str | os.PathLike, *, hdu: int = 0) -> tuple[int, fits.Header]:
+    """Read one image HDU's header without touching its pixels.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The FITS file (plain, gzip-compressed or tile-compressed).
+    hdu : int
+        The HDU index; 0 on an fpack file (empty primary) selects its compressed image.
+
+    Returns
+    -------
+    (int, astropy.io.fits.Header)
+        The HDU index actually used and a copy of its header.
+
+    Raises
+    ------
+    FrameReadError
+        If the file is missing, not FITS, truncated, or the HDU is not a 2-D image.
+    """
+    path = str(path)
+    try:
+        # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
+        with open(path, "rb") as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
+            index, chosen = _image_hdu(hdul, hdu, path)
+            header = chosen.header.copy()
+            _check_complete(hdul, index, os.fstat(fh.fileno()).st_size, path)
+    except FrameReadError:
+        raise
+    except (OSError, ValueError, TypeError, EOFError, AstropyUserWarning) as err:
+        # AstropyUserWarning arrives as an exception only under an "error" warnings filter
+        # (e.g. "File may have been truncated").
+        raise FrameReadError(path, f"cannot read FITS: {err}", hdu=hdu) from err
+    return index, header
+
+
+def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np.ndarray:
+    """Read a block of one image HDU as float32 with BZERO/BSCALE applied (one open, one read).
+
+    Parameters
+    ----------
+    path : str
+        The FITS file.
+    hdu : int
+        The image HDU (already resolved by `read_header`).
+    rows, cols : slice
+        The block to read.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 block, native byte order; integer pixels equal to ``BLANK`` are NaN.
+
+    Raises
+    ------
+    FrameReadError
+        If the pixels cannot be read (truncated file, vanished file, decompression error).
+    """
+    try:
+        # Scaling ourselves in float32 avoids astropy's float64 copy of every integer frame.
+        with (
+            open(path, "rb") as fh,
+            fits.open(fh, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul,
+        ):
+            image = hdul[hdu]
+            header = image.header
+            raw = image.section[rows, cols]
+            bscale = float(header.get("BSCALE", 1.0))
+            bzero = float(header.get("BZERO", 0.0))
+            blank = header.get("BLANK") if np.asarray(raw).dtype.kind in "iu" else None
+            blanks = None if blank is None else np.asarray(raw) == blank
+            block = np.array(raw, dtype=np.float32)  # a native-order copy, detached from the file
+    except (OSError, ValueError, TypeError, EOFError, IndexError, AstropyUserWarning) as err:
+        raise FrameReadError(path, f"cannot read pixels: {err}", hdu=hdu) from err
+    if bscale != 1.0:
+        block *= np.float32(bscale)
+    if bzero != 0.0:
+        block += np.float32(bzero)
+    if blanks is not None:
+        block[blanks] = np.nan  # undefined pixels, as astropy reads them
+    return block
+
+
+class _FitsBlocks:
+    """Array-like over one image HDU of several files, read block by block by `dask.array`."""
+
+    def __init__(self, paths: Sequence[str], hdus: Sequence[int], shape: tuple[int, int]):
+        self.paths = list(paths)
+        self.hdus = list(hdus)
+        self.shape = (len(self.paths), *shape)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        frames, rows, cols = key + (slice(None),) * (3 - len(key))
+        picked = np.arange(self.shape[0])[frames]
+        # Only slices are read from disk; any other index is applied to the block read.
+        read_r, keep_r = (rows, slice(None)) if isinstance(rows, slice) else (slice(None), rows)
+        read_c, keep_c = (cols, slice(None)) if isinstance(cols, slice) else (slice(None), cols)
+        blocks = [read_rows(self.paths[i], self.hdus[i], read_r, read_c)
+                  for i in np.atleast_1d(picked)]
+        if blocks:
+            out = np.stack(blocks)
+        else:
+            empty = np.empty(self.shape[1:], dtype=bool)[read_r, read_c]
+            out = np.empty((0, *empty.shape), np.float32)
+        out = out[:, keep_r, keep_c]
+        return out[0] if np.ndim(picked) == 0 else out
+
+
+def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None = None,
+               strict: bool = False) -> Frame:
+    """Open one FITS image lazily: the header now, the pixels when the array is computed.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The FITS file: uncompressed, gzip-compressed (``.fits.gz``) or tile-compressed (``.fz``).
+    hdu : int
+        The image HDU; 0 on an fpack file (empty primary) selects its compressed image.
+    exptime : float, optional
+        Exposure time override in seconds; by default read from the header.
+    strict : bool
+        Raise instead of assuming 1 s when the header has no exposure time.
+
+    Returns
+    -------
+    Frame
+        ``.data`` is a single-chunk (rows, columns) float32 dask array with BZERO/BSCALE applied.
+
+    Raises
+    ------
+    FrameReadError
+        If the file is missing, not FITS, truncated, or the HDU is not a 2-D image.
+    FrameError
+        If the header's exposure time is invalid, or missing with ``strict``.
+    ConfigError
+        If the ``exptime`` override is not a non-negative number.
+
+    Examples
+    --------
+    >>> frame = open_frame("raw1.fits")  # doctest: +SKIP
+    >>> frame.data.mean().compute()  # doctest: +SKIP
+    """
+    path = str(path)
+    index, header = read_header(path, hdu=hdu)
+    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    blocks = _FitsBlocks([path], [index], shape)
+    stack = da.from_array(blocks, chunks=blocks.shape, asarray=False, lock=False,
+                          meta=np.empty((0, 0, 0), np.float32), name=f"frame-{_token(path, index)}")
+    if exptime is None:
+        t = exposure_time(header, path=path, strict=strict)
+    else:
+        try:
+            t = float(exptime)
+        except (TypeError, ValueError):
+            t = float("nan")
+        if not (np.isfinite(t) and t >= 0):
+            raise ConfigError("exptime", f"{exptime!r} is not a non-negative exposure time")
+    return Frame(data=stack[0], header=header, path=Path(path), hdu=index, exptime=t)
+
+
+def open_stack(paths: Sequence[str | os.PathLike], *, hdu: int | Sequence[int] = 0,
+               rows_per_chunk: int | None = None, budget: int = CHUNK_BUDGET) -> da.Array:
+    """Open frames as one lazy ``(N, rows, columns)`` float32 stack chunked in full-width row bands.
+
+    Every chunk holds the whole stack for a band of rows, so a reduction along the stack axis never
+    crosses chunks; each chunk opens, reads and closes every file once.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        The frames, all of one shape.
+    hdu : int or sequence of int
+        The image HDU, for all files or per file.
+    rows_per_chunk : int, optional
+        Rows per chunk; by default chosen so a chunk uses about ``budget`` bytes.
+    budget : int
+        Bytes per chunk when ``rows_per_chunk`` is not given.
+
+    Returns
+    -------
+    dask.array.Array
+        Chunks ``(N, rows_per_chunk, columns)``.
+
+    Raises
+    ------
+    FrameReadError
+        If a file cannot be opened (named).
+    IncompatibleFramesError
+        If a frame's shape differs from the first's (the odd file is named).
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise IncompatibleFramesError("<stack>", "no frames to stack")
+    hdus = [hdu] * len(paths) if isinstance(hdu, int) else list(hdu)
+    resolved, shape = [], None
+    for path, h in zip(paths, hdus, strict=True):
+        index, header = read_header(path, hdu=h)
+        this = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        if shape is None:
+            shape = this
+        elif this != shape:
+            raise IncompatibleFramesError(
+                path, f"shape {this} differs from {shape} of {paths[0]}", hdu=index
+            )
+        resolved.append(index)
+    rows = rows_per_chunk or rows_for_budget(len(paths), shape[1], shape[0], budget=budget)
+    blocks = _FitsBlocks(paths, resolved, shape)
+    return da.from_array(blocks, chunks=(len(paths), rows, shape[1]), asarray=False, lock=False,
+                         meta=np.empty((0, 0, 0), np.float32),
+                         name=f"stack-{_token(*paths, *resolved, rows)}")
+
+
+def _token(*parts) -> str:
+    """Return a dask key for files: names plus size and modification time, so edits change it."""
+    stamp = []
+    for part in parts:
+        stamp.append(part)
+        if isinstance(part, str) and os.path.exists(part):
+            st = os.stat(part)
+            stamp.extend((st.st_size, st.st_mtime_ns))
+
+    return tokenize(*stamp)

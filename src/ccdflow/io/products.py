@@ -1,0 +1,124 @@
+"""Calibrated-frame products: the provenance header and the two-extension FITS file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from ccdflow._version import __version__
+from ccdflow.calibrate import CalibrationParams, Masters
+from ccdflow.io.write import write_fits
+
+__all__ = ["calibrated_header", "write_calibrated"]
+
+# Cards that describe the raw file's storage or layout, not the calibrated image.
+_STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO",
+               "BSCALE", "BLANK", "CHECKSUM", "DATASUM", "PCOUNT", "GCOUNT", "BIASSEC", "TRIMSEC",
+               "DATASEC", "ZIMAGE", "ZBITPIX", "ZNAXIS", "ZNAXIS1", "ZNAXIS2", "ZCMPTYPE")
+_MASTER_KEYS = {"bias": "MBIAS", "dark": "MDARK", "flat": "MFLAT"}
+
+
+def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: Masters,
+                      dark_scale: float, flat_norm: float, stats: dict,
+                      history: str | None = None) -> fits.Header:
+    """Build a calibrated frame's header: the raw cards plus the reduction's provenance.
+
+    Parameters
+    ----------
+    raw : astropy.io.fits.Header
+        The raw frame's header (structural and layout cards are dropped).
+    params : CalibrationParams
+        The resolved parameters.
+    masters : Masters
+        The masters applied (file name and SHA-1 recorded).
+    dark_scale, flat_norm : float
+        ``t_raw / t_dark`` and the flat's clipped mean (NaN when not applied: card omitted).
+    stats : dict
+        The computed frame statistics of `ccdflow.calibrate.calibrate_array`.
+    history : str, optional
+        Extra HISTORY line.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    header = raw.copy(strip=True)
+    for key in _STRUCTURAL:
+        header.remove(key, ignore_missing=True, remove_all=True)
+    area = params.image_area
+    # keep a WCS valid across the trim
+    for axis, offset in (("1", area.xmin), ("2", area.ymin)):
+        if f"CRPIX{axis}" in header and offset:
+            header[f"CRPIX{axis}"] = header[f"CRPIX{axis}"] - offset
+    method = params.to_dict()["overscan_method"]
+    cards = [
+        ("BUNIT", "adu", "calibrated counts (ADU)"),
+        ("GAIN", params.gain, "[e-/ADU] gain used for the noise model"),
+        ("RDNOISE", params.read_noise, "[e-] read noise used for the noise model"),
+        ("EXPTIME", params.exptime, "[s] exposure time"),
+        ("IMAGAREA", area.to_section(), "raw pixels kept (FITS section)"),
+        ("OVSCMETH", method if params.overscans else "none", "overscan method"),
+        ("OVSCAREA", " ".join(r.to_section() for r in params.overscans) or "none",
+         "overscan areas (FITS sections)"),
+    ]
+    if params.overscans and np.isfinite(stats.get("overscan_level", np.nan)):
+        cards.append(("OVSCLVL", round(float(stats["overscan_level"]), 4),
+                      "[adu] median overscan level subtracted"))
+    if params.saturation is not None:
+        cards.append(("SATURATE", params.saturation, "[adu] raw level flagged saturated"))
+    for kind, master in masters.items():
+        prefix = _MASTER_KEYS[kind]
+        cards.append((f"{prefix}FNM", master.name or "(in memory)", f"master {kind} file"))
+        cards.append((f"{prefix}SHA", master.sha1 or "none", f"SHA-1 of the master {kind}"))
+    if masters.dark is not None:
+        cards.append(("DARKSCL", float(dark_scale), "dark scale t_raw / t_dark"))
+    if masters.flat is not None:
+        cards.append(("FLATNORM", float(flat_norm), "clipped mean of the master flat"))
+    cards += [
+        ("NERRUNDF", int(stats.get("undefined_master_error", 0)),
+         "pixels with an undefined master error (as 0)"),
+        ("NFLAGGED", int(stats.get("flagged", 0)), "pixels with a mask flag"),
+        ("CCDFLVER", __version__, "ccdflow version"),
+    ]
+    for key, value, comment in cards:
+        header[key] = (value, comment)
+    steps = ["overscan" if params.overscans else None] + [k for k, _ in masters.items()]
+    done = ", ".join(s for s in steps if s) or "no steps"
+    header.add_history(f"ccdflow {__version__}: calibrated ({done})")
+    if history:
+        header.add_history(history)
+    return header
+
+
+def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.ndarray,
+                     header: fits.Header, mask: np.ndarray | None = None,
+                     overwrite: bool = True) -> Path:
+    """Write the calibrated image (primary), ``ERROR`` and optional ``MASK`` extensions atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output file; written through a temporary file and renamed, never half-written.
+    image, error : numpy.ndarray
+        float32 calibrated image and per-pixel error.
+    header : astropy.io.fits.Header
+        Primary header (see `calibrated_header`).
+    mask : numpy.ndarray, optional
+        uint8 flags for a ``MASK`` extension.
+    overwrite : bool
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    hdus = [fits.PrimaryHDU(np.asarray(image, dtype=np.float32), header=header),
+            fits.ImageHDU(np.asarray(error, dtype=np.float32), name="ERROR")]
+    hdus[1].header["BUNIT"] = ("adu", "1-sigma error of the primary image")
+    if mask is not None:
+        hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
+        hdus[2].header["COMMENT"] = "bits: 1 bad input, 2 saturated, 4 flat<=0/missing, 8 master"
+    return write_fits(path, fits.HDUList(hdus), overwrite=overwrite)

@@ -1,0 +1,165 @@
+"""Lazy master frames: overscan-corrected, trimmed stacks combined in full-width row bands.
+
+Each calibration frame is treated as a light would be (overscan, trim, bias, scaled dark), but
+stack-wise: the per-frame overscan levels come from a small first pass over the overscan strips,
+and everything else is elementwise and fuses into the combine's row-band tasks, so memory stays
+bounded by the chunk budget whatever the number of frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ccdflow.calibrate import CalibrationParams
+from ccdflow.combine import Combined, CombineParams, combine
+from ccdflow.master import Master
+from ccdflow.overscan import OverscanMethods, overscan_correction
+from ccdflow.sections import Region
+
+__all__ = ["StackGeometry", "corrected_stack", "master_bias", "master_dark", "master_flat"]
+
+
+@dataclass(frozen=True)
+class StackGeometry:
+    """How one stack of raw frames is corrected: the parameters and each frame's exposure time."""
+
+    params: CalibrationParams
+    exptimes: tuple[float, ...]
+
+
+def _crop_for(regions: Sequence[Region], shape: tuple[int, int],
+              method) -> tuple[tuple[slice, slice], list[Region]]:
+    """The smallest block of the frame the overscan method needs, and the regions within it.
+
+    Per-row methods keep every row, per-column methods every column, so that their per-line
+    output still indexes the whole frame.
+    """
+    y0, y1 = min(r.ymin for r in regions), max(r.ymax for r in regions)
+    x0, x1 = min(r.xmin for r in regions), max(r.xmax for r in regions)
+    per_line = method in (OverscanMethods.median_per_line, OverscanMethods.polynomial)
+    tall = all(r.shape[0] > r.shape[1] for r in regions)
+    if per_line and tall:
+        y0, y1 = 0, shape[0]
+    elif per_line:
+        x0, x1 = 0, shape[1]
+    shifted = [Region(xmin=r.xmin - x0, xmax=r.xmax - x0, ymin=r.ymin - y0, ymax=r.ymax - y0)
+               for r in regions]
+    return (slice(y0, y1), slice(x0, x1)), shifted
+
+
+def _level_of(block: np.ndarray, regions: list[Region], params: CalibrationParams) -> np.ndarray:
+    level, _ = overscan_correction(block[0], regions, params.overscan_method,
+                                   params.overscan_params)
+    return np.asarray(level, dtype=np.float32)[None]
+
+
+def _level_shape(method, regions: Sequence[Region], crop: tuple[int, int]) -> tuple[int, int]:
+    """Shape of one frame's level: one value, one per row, one per column, or a whole frame."""
+    if not isinstance(method, OverscanMethods):
+        return crop
+    if method in (OverscanMethods.median_per_line, OverscanMethods.polynomial):
+        return (crop[0], 1) if all(r.shape[0] > r.shape[1] for r in regions) else (1, crop[1])
+    return (1, 1)
+
+
+def overscan_levels(stack: da.Array, params: CalibrationParams) -> da.Array | None:
+    """Each frame's overscan level, lazily, broadcastable against ``stack``: (N, rows|1, cols|1).
+
+    Reads only the overscan strips (plus the lines a per-line method spans), one frame per task.
+    A user callable needs, and is given, whole frames; its levels are then frame-sized, so memory
+    grows with the number of frames in that case only.
+    """
+    if not params.overscans:
+        return None
+    method = params.overscan_method
+    if isinstance(method, OverscanMethods):
+        crop, regions = _crop_for(params.overscans, stack.shape[1:], method)
+    else:
+        crop, regions = (slice(None), slice(None)), list(params.overscans)
+    strips = stack[:, crop[0], crop[1]].rechunk({0: 1, 1: -1, 2: -1})
+    shape = _level_shape(method, regions, strips.shape[1:])
+    return strips.map_blocks(_level_of, regions, params, dtype=np.float32,
+                             chunks=((1,) * stack.shape[0], (shape[0],), (shape[1],)),
+                             meta=np.empty((0, 0, 0), np.float32))
+
+
+def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: Master | None = None,
+                    dark: Master | None = None, per_second: bool = False) -> da.Array:
+    """Overscan-correct, trim, subtract bias and scaled dark, all lazily and band by band.
+
+    Parameters
+    ----------
+    stack : dask.array.Array
+        Raw (N, rows, columns) frames, whole stack in every chunk (`ccdflow.io.open_stack`).
+    geometry : StackGeometry
+        Overscan and image-area parameters, and each frame's exposure time.
+    bias, dark : Master, optional
+        Subtracted when given; the dark scaled by ``t_i / t_dark``.
+    per_second : bool
+        Divide each frame by its exposure time (for darks).
+
+    Returns
+    -------
+    dask.array.Array
+        (N, image rows, image columns) float32.
+    """
+    params = geometry.params
+    levels = overscan_levels(stack, params)
+    area = params.image_area.slices
+    out = stack
+    if levels is not None:
+        if levels.shape[1] == stack.shape[1]:
+            levels = levels.rechunk({1: stack.chunks[1]})
+        if levels.shape[2] == stack.shape[2]:
+            levels = levels.rechunk({2: stack.chunks[2]})
+        out = out - levels
+    out = out[:, area[0], area[1]]
+    times = np.asarray(geometry.exptimes, dtype=np.float32)[:, None, None]
+    if bias is not None:
+        out = out - bias.data
+    if dark is not None:
+        t_dark = dark.exptime if dark.exptime else 1.0
+        out = out - (times / np.float32(t_dark)) * dark.data
+    if per_second:
+        out = out / np.maximum(times, np.float32(1e-30))
+    return out.astype(np.float32)
+
+
+def master_bias(stack: da.Array, geometry: StackGeometry, *,
+                params: CombineParams = CombineParams()) -> Combined:
+    """Lazy master bias (ADU): overscan-corrected, trimmed bias frames combined."""
+    return combine(corrected_stack(stack, geometry), params=params)
+
+
+def master_dark(stack: da.Array, geometry: StackGeometry, *, bias: Master | None,
+                params: CombineParams = CombineParams()) -> Combined:
+    """Lazy master dark rate (ADU/s): each dark minus the bias, divided by its exposure time."""
+    return combine(corrected_stack(stack, geometry, bias=bias, per_second=True), params=params)
+
+
+def master_flat(stack: da.Array, geometry: StackGeometry, *, bias: Master | None,
+                dark: Master | None,
+                params: CombineParams = CombineParams(scale="median")) -> Combined:
+    """Lazy master flat: each flat minus bias and scaled dark, scaled to its own level, combined.
+
+    The result still has to be divided by its clipped mean (`ccdflow.calibrate.flat_norm`) once
+    computed; `normalise_flat` does that.
+    """
+    if params.scale is None:
+        params = params.replace(scale="median")
+    return combine(corrected_stack(stack, geometry, bias=bias, dark=dark), params=params)
+
+
+def normalise_flat(data: np.ndarray, error: np.ndarray, norm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Divide a computed master flat and its error by its clipped mean ``norm`` (so it averages 1)."""
+    return (data / np.float32(norm)).astype(np.float32), (error / np.float32(norm)).astype(np.float32)
+
+
+def compute_master(result: Combined, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Compute data, error and count together (one pass over the input)."""
+    return dask.compute(result.data, result.error, result.count, **kwargs)
