@@ -32,7 +32,12 @@ class ConfigError(CcdflowError, ValueError):
 
     def __init__(self, key: str, message: str):
         self.key = key
+        self.reason = message
         super().__init__(f"{key}: {message}")
+
+    def __reduce__(self):
+        # rebuilt from its parts, so it crosses process boundaries (dask workers) intact
+        return (type(self), (self.key, self.reason))
 
 
 class FrameError(CcdflowError):
@@ -51,8 +56,12 @@ class FrameError(CcdflowError):
     def __init__(self, path: str | Path, message: str, *, hdu: int | str | None = None):
         self.path = str(path)
         self.hdu = hdu
+        self.reason = message
         where = self.path if hdu is None else f"{self.path}[{hdu}]"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        return (_rebuild_frame_error, (type(self), self.path, self.reason, self.hdu))
 
 
 class FrameReadError(FrameError, OSError):
@@ -69,3 +78,7 @@ class MissingCalibrationError(CcdflowError, LookupError):
 
 class OutputExistsError(CcdflowError, FileExistsError):
     """An output file exists and overwriting was not allowed."""
+
+
+def _rebuild_frame_error(cls: type[FrameError], path: str, message: str, hdu) -> FrameError:
+    return cls(path, message, hdu=hdu)

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 
 from ccdflow.calibrate import CalibrationParams
 from ccdflow.combine import Combined, CombineParams, combine
-from ccdflow.master import Master
 from ccdflow.overscan import OverscanMethods, overscan_correction
 from ccdflow.sections import Region
 
-__all__ = ["StackGeometry", "corrected_stack", "master_bias", "master_dark", "master_flat"]
+__all__ = [
+    "StackGeometry", "corrected_stack", "master_bias", "master_dark", "master_flat", "normalise_flat",
+    "overscan_levels",
+]
+
+ArrayLike = Any  # a numpy or dask array
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,8 @@ def overscan_levels(stack: da.Array, params: CalibrationParams) -> da.Array | No
                              meta=np.empty((0, 0, 0), np.float32))
 
 
-def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: Master | None = None,
-                    dark: Master | None = None, per_second: bool = False) -> da.Array:
+def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | None = None,
+                    dark_rate: ArrayLike | None = None, per_second: bool = False) -> da.Array:
     """Overscan-correct, trim, subtract bias and scaled dark, all lazily and band by band.
 
     Parameters
@@ -98,8 +102,10 @@ def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: Master | 
         Raw (N, rows, columns) frames, whole stack in every chunk (`ccdflow.io.open_stack`).
     geometry : StackGeometry
         Overscan and image-area parameters, and each frame's exposure time.
-    bias, dark : Master, optional
-        Subtracted when given; the dark scaled by ``t_i / t_dark``.
+    bias : array-like, optional
+        Master bias (image-area shaped, ADU), numpy or dask; subtracted when given.
+    dark_rate : array-like, optional
+        Master dark rate (ADU/s); ``t_i * dark_rate`` is subtracted from frame i when given.
     per_second : bool
         Divide each frame by its exposure time (for darks).
 
@@ -121,10 +127,9 @@ def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: Master | 
     out = out[:, area[0], area[1]]
     times = np.asarray(geometry.exptimes, dtype=np.float32)[:, None, None]
     if bias is not None:
-        out = out - bias.data
-    if dark is not None:
-        t_dark = dark.exptime if dark.exptime else 1.0
-        out = out - (times / np.float32(t_dark)) * dark.data
+        out = out - bias
+    if dark_rate is not None:
+        out = out - times * dark_rate
     if per_second:
         out = out / np.maximum(times, np.float32(1e-30))
     return out.astype(np.float32)
@@ -136,30 +141,27 @@ def master_bias(stack: da.Array, geometry: StackGeometry, *,
     return combine(corrected_stack(stack, geometry), params=params)
 
 
-def master_dark(stack: da.Array, geometry: StackGeometry, *, bias: Master | None,
+def master_dark(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | None,
                 params: CombineParams = CombineParams()) -> Combined:
     """Lazy master dark rate (ADU/s): each dark minus the bias, divided by its exposure time."""
     return combine(corrected_stack(stack, geometry, bias=bias, per_second=True), params=params)
 
 
-def master_flat(stack: da.Array, geometry: StackGeometry, *, bias: Master | None,
-                dark: Master | None,
+def master_flat(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | None,
+                dark_rate: ArrayLike | None,
                 params: CombineParams = CombineParams(scale="median")) -> Combined:
-    """Lazy master flat: each flat minus bias and scaled dark, scaled to its own level, combined.
+    """Lazy master flat: each flat minus bias and ``t * dark_rate``, scaled to its own level.
 
-    The result still has to be divided by its clipped mean (`ccdflow.calibrate.flat_norm`) once
-    computed; `normalise_flat` does that.
+    Without ``scale`` in ``params``, ``scale="median"`` is used: flats of different levels must be
+    brought to one before combining. The result still has to be divided by its clipped mean once
+    computed (`normalise_flat` with `ccdflow.calibrate.flat_norm`).
     """
     if params.scale is None:
         params = params.replace(scale="median")
-    return combine(corrected_stack(stack, geometry, bias=bias, dark=dark), params=params)
+    return combine(corrected_stack(stack, geometry, bias=bias, dark_rate=dark_rate), params=params)
 
 
-def normalise_flat(data: np.ndarray, error: np.ndarray, norm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Divide a computed master flat and its error by its clipped mean ``norm`` (so it averages 1)."""
+def normalise_flat(data: np.ndarray, error: np.ndarray,
+                   norm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Divide a computed master flat and its error by ``norm``, so that it averages 1."""
     return (data / np.float32(norm)).astype(np.float32), (error / np.float32(norm)).astype(np.float32)
-
-
-def compute_master(result: Combined, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Compute data, error and count together (one pass over the input)."""
-    return dask.compute(result.data, result.error, result.count, **kwargs)

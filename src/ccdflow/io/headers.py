@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import warnings
 
 from astropy.io import fits
@@ -88,7 +89,8 @@ def find_exposure_time(header: fits.Header, *, path: str = "<header>") -> float 
     for key in EXPTIME_KEYS:
         if key in header:
             value = header[key]
-            if (isinstance(value, bool) or not isinstance(value, int | float)
+            # numbers.Real: numpy scalars set in memory count too; bool does not, nor NaN/inf
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not math.isfinite(value) or value < 0):
                 raise FrameError(path, f"{key} = {value!r} is not a non-negative exposure time")
             return float(value)

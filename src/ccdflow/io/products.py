@@ -12,7 +12,7 @@ from ccdflow._version import __version__
 from ccdflow.calibrate import CalibrationParams, Masters
 from ccdflow.io.write import write_fits
 
-__all__ = ["calibrated_header", "write_calibrated"]
+__all__ = ["calibrated_header", "master_header", "write_calibrated", "write_master"]
 
 # Cards that describe the raw file's storage or layout, not the calibrated image.
 _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO",
@@ -122,3 +122,66 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
         hdus[2].header["COMMENT"] = "bits: 1 bad input, 2 saturated, 4 flat<=0/missing, 8 master"
     return write_fits(path, fits.HDUList(hdus), overwrite=overwrite)
+
+
+def master_header(*, kind: str, inputs: list[str], params: dict, n_frames: int,
+                  rejected_fraction: float, exptime: float | None, filter: str = "",
+                  extra: dict | None = None) -> fits.Header:
+    """The provenance header of a master: type, inputs, combine parameters, rejected fraction.
+
+    Parameters
+    ----------
+    kind : str
+        ``bias``, ``dark`` or ``flat``.
+    inputs : list of str
+        The input files (recorded as ``INPUTnnn`` cards).
+    params : dict
+        ``CombineParams.to_dict()``.
+    n_frames : int
+        Frames combined.
+    rejected_fraction : float
+        Fraction of input values rejected.
+    exptime : float, optional
+        ``EXPTIME`` of the master's values (1 for a dark rate).
+    filter : str
+        ``FILTER`` of a flat.
+    extra : dict, optional
+        More cards ``{key: (value, comment)}``.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    header = fits.Header()
+    header["IMAGETYP"] = (f"MASTER {kind.upper()}", "ccdflow master frame")
+    header["BUNIT"] = ("adu/s" if kind == "dark" else ("" if kind == "flat" else "adu"))
+    if exptime is not None:
+        header["EXPTIME"] = (exptime, "[s] exposure the values correspond to")
+    if filter:
+        header["FILTER"] = filter
+    header["NCOMBINE"] = (n_frames, "frames combined")
+    header["REJFRAC"] = (round(float(rejected_fraction), 6), "fraction of input values rejected")
+    names = {"method": "CMETHOD", "clip": "CCLIP", "sigma_lower": "CSIGLO", "sigma_upper": "CSIGHI",
+             "maxiters": "CMAXITER", "cenfunc": "CCENFUNC", "stdfunc": "CSTDFUNC", "nlow": "CNLOW",
+             "nhigh": "CNHIGH", "scale": "CSCALE", "uncertainty": "CERRFORM"}
+    for field, key in names.items():
+        value = params.get(field)
+        header[key] = ("none" if value is None else value, f"combine {field}")
+    for key, (value, comment) in (extra or {}).items():
+        header[key] = (value, comment)
+    header["CCDFLVER"] = (__version__, "ccdflow version")
+    for i, name in enumerate(inputs, start=1):
+        header[f"INPUT{i:03d}" if i < 1000 else "HISTORY"] = Path(name).name
+    return header
+
+
+def write_master(path: str | os.PathLike, *, data: np.ndarray, error: np.ndarray,
+                 count: np.ndarray, header: fits.Header, overwrite: bool = True) -> Path:
+    """Write a master: primary data, ``ERROR`` and ``NCOMBINE`` (per-pixel count) extensions."""
+    hdus = fits.HDUList([
+        fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=header),
+        fits.ImageHDU(np.asarray(error, dtype=np.float32), name="ERROR"),
+        fits.ImageHDU(np.asarray(count, dtype=np.int16 if count.max(initial=0) < 2**15
+                                 else np.int32), name="NCOMBINE"),
+    ])
+    return write_fits(path, hdus, overwrite=overwrite)

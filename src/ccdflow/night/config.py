@@ -1,0 +1,260 @@
+"""The night configuration (YAML): parsed and validated up front, every error naming its key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ccdflow.combine import CombineParams
+from ccdflow.errors import ConfigError
+from ccdflow.overscan import OverscanMethods, OverscanParams
+from ccdflow.params import check_keys, parse_enum, parse_int, parse_number
+from ccdflow.sections import Region, parse_region
+
+__all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "load_config"]
+
+HEADER = "header"
+FRAME_KINDS = ("bias", "dark", "flat", "light")
+_DEFAULT_COMBINE = {
+    "bias": CombineParams(),
+    "dark": CombineParams(),
+    "flat": CombineParams(scale="median"),
+    "light": CombineParams(),
+}
+_DEFAULT_MIN_FRAMES = {"bias": 3, "dark": 3, "flat": 3}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationConfig:
+    """The ``calibration`` section: geometry and detector numbers, each a value or ``"header"``."""
+
+    overscans: tuple[Region, ...] | str | None = None
+    overscan_method: OverscanMethods = OverscanMethods.median
+    overscan_params: OverscanParams = OverscanParams()
+    image_area: Region | str | None = None
+    gain: float | str = HEADER
+    read_noise: float | str = HEADER
+    saturation: float | str | None = HEADER
+    mask: bool = True
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, key: str = "calibration") -> CalibrationConfig:
+        """Validate the section; a bad value raises `ConfigError` naming ``calibration.<key>``."""
+        check_keys(cls, dict(data), key=key)
+        out: dict[str, Any] = {}
+        overscans = data.get("overscans")
+        if overscans == HEADER or overscans is None:
+            out["overscans"] = overscans
+        else:
+            if isinstance(overscans, Mapping | str):
+                overscans = [overscans]
+            if not isinstance(overscans, list):
+                raise ConfigError(f"{key}.overscans", "expected a list of regions or 'header'")
+            out["overscans"] = tuple(parse_region(r, key=f"{key}.overscans[{i}]")
+                                     for i, r in enumerate(overscans))
+        if "overscan_method" in data:
+            out["overscan_method"] = parse_enum(OverscanMethods, data["overscan_method"],
+                                                key=f"{key}.overscan_method")
+        if "overscan_params" in data:
+            params = data["overscan_params"] or {}
+            check_keys(OverscanParams, dict(params), key=f"{key}.overscan_params")
+            try:
+                out["overscan_params"] = OverscanParams(**params)
+            except ConfigError as err:
+                raise ConfigError(f"{key}.overscan_params.{err.key}", _reason(err)) from None
+        area = data.get("image_area")
+        out["image_area"] = area if area in (None, HEADER) else parse_region(
+            area, key=f"{key}.image_area")
+        for name, strict in (("gain", True), ("read_noise", False), ("saturation", False)):
+            if name in data:
+                value = data[name]
+                if value == HEADER or (value is None and name == "saturation"):
+                    out[name] = value
+                else:
+                    out[name] = parse_number(value, key=f"{key}.{name}", strict=strict)
+        if "mask" in data:
+            if not isinstance(data["mask"], bool):
+                raise ConfigError(f"{key}.mask", f"expected true or false, got {data['mask']!r}")
+            out["mask"] = data["mask"]
+        return cls(**out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """The ``cluster`` section: where the work runs."""
+
+    scheduler: str | None = None
+    n_workers: int | None = None
+    threads_per_worker: int = 1
+    memory_limit: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, key: str = "cluster") -> ClusterConfig:
+        """Validate the section."""
+        check_keys(cls, dict(data), key=key)
+        scheduler = data.get("scheduler")
+        if scheduler is not None and (
+            not isinstance(scheduler, str)
+            or not (scheduler in ("threads", "synchronous", "processes") or "://" in scheduler)
+        ):
+            raise ConfigError(f"{key}.scheduler", "expected null, 'threads', 'synchronous', "
+                              f"'processes' or an address like tcp://host:port, got {scheduler!r}")
+        return cls(
+            scheduler=scheduler,
+            n_workers=parse_int(data.get("n_workers"), key=f"{key}.n_workers", minimum=1,
+                                allow_none=True),
+            threads_per_worker=parse_int(data.get("threads_per_worker", 1),
+                                         key=f"{key}.threads_per_worker", minimum=1),
+            memory_limit=data.get("memory_limit"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NightConfig:
+    """A whole night's configuration (see ``configs/example.yaml`` for every key).
+
+    Attributes
+    ----------
+    filelist : Path, optional
+        CSV file list ``type, path[, hdu]``.
+    directory : Path, optional
+        Folder of raw frames to scan and classify by ``IMAGETYP``/``OBSTYPE`` (instead of a list).
+    output : Path
+        Output folder.
+    calibration : CalibrationConfig
+        Geometry and detector numbers.
+    combine : dict of CombineParams
+        Per frame type (``bias``, ``dark``, ``flat``, ``light``).
+    min_frames : dict of int
+        Fewer frames of a type give a warning.
+    stack_lights : bool
+        Also combine the calibrated lights per filter and object.
+    cluster : ClusterConfig
+        Where to compute.
+    source : Path, optional
+        The YAML file read, if any.
+    """
+
+    filelist: Path | None = None
+    directory: Path | None = None
+    output: Path = Path("reduced")
+    calibration: CalibrationConfig = CalibrationConfig()
+    combine: dict[str, CombineParams] = field(default_factory=lambda: dict(_DEFAULT_COMBINE))
+    min_frames: dict[str, int] = field(default_factory=lambda: dict(_DEFAULT_MIN_FRAMES))
+    stack_lights: bool = False
+    cluster: ClusterConfig = ClusterConfig()
+    source: Path | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: str | Path = ".",
+                  source: Path | None = None) -> NightConfig:
+        """Validate a parsed config; relative paths are taken relative to ``base``."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("<config>", f"expected a mapping at the top, got {type(data).__name__}")
+        known = {"input", "output", "calibration", "combine", "min_frames", "stack_lights", "cluster"}
+        for name in data:
+            if name not in known:
+                raise ConfigError(str(name), f"unknown key; expected one of {sorted(known)}")
+        base = Path(base)
+        source_in = data.get("input") or {}
+        if not isinstance(source_in, Mapping):
+            raise ConfigError("input", "expected a mapping with 'filelist' or 'directory'")
+        for name in source_in:
+            if name not in ("filelist", "directory"):
+                raise ConfigError(f"input.{name}", "unknown key; expected 'filelist' or 'directory'")
+        if ("filelist" in source_in) == ("directory" in source_in):
+            raise ConfigError("input", "give exactly one of 'filelist' and 'directory'")
+        resolve = lambda value: (base / Path(value)).resolve()  # noqa: E731
+        combine = dict(_DEFAULT_COMBINE)
+        for kind, params in (data.get("combine") or {}).items():
+            if kind not in FRAME_KINDS:
+                raise ConfigError(f"combine.{kind}", f"unknown frame type; expected {FRAME_KINDS}")
+            combine[kind] = _combine_params(params, kind)
+        min_frames = dict(_DEFAULT_MIN_FRAMES)
+        for kind, count in (data.get("min_frames") or {}).items():
+            if kind not in _DEFAULT_MIN_FRAMES:
+                raise ConfigError(f"min_frames.{kind}", "expected bias, dark or flat")
+            min_frames[kind] = parse_int(count, key=f"min_frames.{kind}", minimum=0)
+        stack = data.get("stack_lights", False)
+        if not isinstance(stack, bool):
+            raise ConfigError("stack_lights", f"expected true or false, got {stack!r}")
+        return cls(
+            filelist=resolve(source_in["filelist"]) if "filelist" in source_in else None,
+            directory=resolve(source_in["directory"]) if "directory" in source_in else None,
+            output=resolve(data.get("output", "reduced")),
+            calibration=CalibrationConfig.from_dict(data.get("calibration") or {}),
+            combine=combine,
+            min_frames=min_frames,
+            stack_lights=stack,
+            cluster=ClusterConfig.from_dict(data.get("cluster") or {}),
+            source=source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for the report and the provenance hash."""
+        cal = self.calibration
+        region = lambda r: r.to_dict() if isinstance(r, Region) else r  # noqa: E731
+        return {
+            "input": {"filelist": str(self.filelist) if self.filelist else None,
+                      "directory": str(self.directory) if self.directory else None},
+            "output": str(self.output),
+            "calibration": {
+                "overscans": ([region(r) for r in cal.overscans]
+                              if isinstance(cal.overscans, tuple) else cal.overscans),
+                "overscan_method": cal.overscan_method.value,
+                "overscan_params": cal.overscan_params.to_dict(),
+                "image_area": region(cal.image_area),
+                "gain": cal.gain, "read_noise": cal.read_noise, "saturation": cal.saturation,
+                "mask": cal.mask,
+            },
+            "combine": {k: v.to_dict() for k, v in self.combine.items()},
+            "min_frames": dict(self.min_frames),
+            "stack_lights": self.stack_lights,
+            "cluster": {"scheduler": self.cluster.scheduler, "n_workers": self.cluster.n_workers,
+                        "threads_per_worker": self.cluster.threads_per_worker,
+                        "memory_limit": self.cluster.memory_limit},
+        }
+
+
+def _reason(err: ConfigError) -> str:
+    return str(err).split(": ", 1)[-1]
+
+
+def _combine_params(params: Any, kind: str) -> CombineParams:
+    """The frame type's defaults (e.g. ``scale: median`` for flats) updated with the given fields."""
+    if params is not None and not isinstance(params, Mapping):
+        raise ConfigError(f"combine.{kind}", f"expected a mapping, got {params!r}")
+    check_keys(CombineParams, dict(params or {}), key=f"combine.{kind}")
+    merged = {**_DEFAULT_COMBINE[kind].to_dict(), **(params or {})}
+    return CombineParams.from_dict(merged, key=f"combine.{kind}")
+
+
+def load_config(path: str | Path) -> NightConfig:
+    """Read and validate a YAML night configuration.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file; relative paths inside it are relative to its folder.
+
+    Returns
+    -------
+    NightConfig
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, not YAML, or a key or value is invalid (the key is named).
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(str(path), f"cannot read the config: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"not valid YAML: {err}") from err
+    return NightConfig.from_dict(data or {}, base=path.resolve().parent, source=path.resolve())

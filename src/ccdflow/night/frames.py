@@ -1,0 +1,88 @@
+"""The frame table of a night: every listed frame with the header facts the plan needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy.io import fits
+
+from ccdflow.errors import CcdflowError
+from ccdflow.io.filelist import ListedFrame
+from ccdflow.io.fits import read_header
+from ccdflow.io.headers import find_exposure_time
+
+__all__ = ["FrameInfo", "describe_frames", "file_identity", "output_stem"]
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """A listed frame and what its header says; ``error`` is set when it could not be read."""
+
+    type: str
+    path: Path
+    hdu: int
+    shape: tuple[int, int] | None = None
+    exptime: float | None = None
+    filter: str = ""
+    object: str = ""
+    header: str = ""  # the header as FITS text: small, picklable, exact
+    identity: tuple = ()
+    error: str | None = None
+
+    def fits_header(self) -> fits.Header:
+        """The frame's header."""
+        return fits.Header.fromstring(self.header)
+
+    @property
+    def stem(self) -> str:
+        """The file name without FITS and compression suffixes."""
+        return output_stem(self.path)
+
+
+def output_stem(path: Path) -> str:
+    """``raw/v_e_1.fits.gz`` -> ``v_e_1``."""
+    name = path.name
+    for suffix in (".gz", ".fz", ".bz2"):
+        name = name.removesuffix(suffix)
+    for suffix in (".fits", ".fit", ".fts"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def file_identity(path: Path) -> tuple:
+    """What says a file changed: its absolute path, size and modification time."""
+    st = os.stat(path)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+def describe_frames(listed: list[ListedFrame]) -> list[FrameInfo]:
+    """Read every listed frame's header (never its pixels); unreadable frames carry an error.
+
+    Parameters
+    ----------
+    listed : list of ListedFrame
+        From `ccdflow.io.filelist.read_filelist` or `scan_directory`.
+
+    Returns
+    -------
+    list of FrameInfo
+        In the listed order.
+    """
+    frames = []
+    for entry in listed:
+        try:
+            hdu, header = read_header(entry.path, hdu=entry.hdu)
+            frames.append(FrameInfo(
+                type=entry.type, path=entry.path, hdu=hdu,
+                shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
+                exptime=find_exposure_time(header, path=str(entry.path)),
+                filter=str(header.get("FILTER", "")).strip(),
+                object=str(header.get("OBJECT", "")).strip(),
+                header=header.tostring(), identity=file_identity(entry.path),
+            ))
+        except CcdflowError as err:
+            frames.append(FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
+                                    error=f"{type(err).__name__}: {err}"))
+    return frames

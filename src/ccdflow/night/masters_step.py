@@ -1,0 +1,120 @@
+"""Building the night's masters on the cluster and persisting them to zarr and FITS."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import dask
+import dask.array as da
+
+from ccdflow.calibrate import flat_norm
+from ccdflow.combine import rejected_fraction
+from ccdflow.errors import CcdflowError, FrameError
+from ccdflow.io.fits import open_stack
+from ccdflow.io.masters import file_sha1
+from ccdflow.io.products import master_header, write_master
+from ccdflow.master import Master
+from ccdflow.masters import StackGeometry, master_bias, master_dark, master_flat, normalise_flat
+from ccdflow.night.config import NightConfig
+from ccdflow.night.plan import MasterPlan
+from ccdflow.night.store import Store
+
+__all__ = ["MasterResult", "build_master"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MasterResult:
+    """The outcome of one master, for the night report."""
+
+    name: str
+    status: str  # built | reused | failed
+    output: str
+    inputs: list[str]
+    seconds: float = 0.0
+    rejected_fraction: float | None = None
+    dropped: dict[str, str] | None = None  # unreadable inputs left out, with reasons
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain values for ``report.json``."""
+        return dict(self.__dict__)
+
+
+def _combine(plan: MasterPlan, store: Store):
+    stack = open_stack([f.path for f in plan.frames], hdu=[f.hdu for f in plan.frames])
+    geometry = StackGeometry(params=plan.params, exptimes=plan.exptimes)
+    bias = da.from_zarr(store.root("r")["masters/bias/data"]) if "bias" in plan.needs else None
+    dark = da.from_zarr(store.root("r")["masters/dark/data"]) if "dark" in plan.needs else None
+    if plan.kind == "bias":
+        return master_bias(stack, geometry, params=plan.combine)
+    if plan.kind == "dark":
+        return master_dark(stack, geometry, bias=bias, params=plan.combine)
+    return master_flat(stack, geometry, bias=bias, dark_rate=dark, params=plan.combine)
+
+
+def build_master(plan: MasterPlan, store: Store, config: NightConfig) -> MasterResult:
+    """Build (or reuse) one master; unreadable input frames are dropped and reported.
+
+    Parameters
+    ----------
+    plan : MasterPlan
+        The master's frames and parameters.
+    store : Store
+        The night's zarr store.
+    config : NightConfig
+        For the output folder.
+
+    Returns
+    -------
+    MasterResult
+    """
+    output = config.output / "masters" / f"{plan.name}.fits"
+    inputs = [str(f.path) for f in plan.frames]
+    if store.master_is_current(plan.name, plan.key) and output.exists():
+        return MasterResult(plan.name, "reused", str(output), inputs)
+    start = time.perf_counter()
+    dropped: dict[str, str] = {}
+    while True:
+        try:
+            result = _combine(plan, store)
+            data, error, count = dask.compute(result.data, result.error, result.count)
+            break
+        except FrameError as err:
+            # a corrupt input: leave it out and combine the rest
+            names = [str(f.path) for f in plan.frames]
+            if err.path not in names or len(plan.frames) == 1:
+                return MasterResult(plan.name, "failed", str(output), inputs, error=_text(err),
+                                    dropped=dropped or None)
+            dropped[err.path] = _text(err)
+            plan = replace(plan, frames=tuple(f for f in plan.frames if str(f.path) != err.path))
+        except CcdflowError as err:
+            return MasterResult(plan.name, "failed", str(output), inputs, error=_text(err),
+                                dropped=dropped or None)
+    extra = {}
+    if plan.kind == "flat":
+        norm = flat_norm(Master(data))
+        data, error = normalise_flat(data, error, norm)
+        extra["FLATNORM"] = (norm, "clipped mean divided out")
+    rejected = rejected_fraction(count, len(plan.frames))
+    exptime = {"bias": 0.0, "dark": 1.0, "flat": None}[plan.kind]
+    header = master_header(kind=plan.kind, inputs=[str(f.path) for f in plan.frames],
+                           params=plan.combine.to_dict(), n_frames=len(plan.frames),
+                           rejected_fraction=rejected, exptime=exptime, filter=plan.filter,
+                           extra=extra)
+    write_master(output, data=data, error=error, count=count, header=header)
+    store.write_master(plan.name, data=data, error=error, count=count, attrs={
+        "key": plan.key, "kind": plan.kind, "filter": plan.filter, "exptime": exptime,
+        "inputs": [str(f.path) for f in plan.frames], "combine": plan.combine.to_dict(),
+        "calibration": plan.params.to_dict(), "rejected_fraction": rejected,
+        "fits_name": output.name, "fits_sha1": file_sha1(output),
+    })
+    return MasterResult(plan.name, "built", str(output), [str(f.path) for f in plan.frames],
+                        time.perf_counter() - start, rejected, dropped or None)
+
+
+def _text(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"

@@ -1,0 +1,249 @@
+"""Planning a night without touching pixels: which masters from which frames, what each light needs.
+
+Pure: a frame table and a config in, a `Plan` out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from astropy.io import fits
+
+from ccdflow._version import __version__
+from ccdflow.calibrate import CalibrationParams
+from ccdflow.combine import CombineParams
+from ccdflow.errors import CcdflowError, ConfigError, IncompatibleFramesError, MissingCalibrationError
+from ccdflow.night.config import HEADER, NightConfig
+from ccdflow.night.frames import FrameInfo
+from ccdflow.sections import Region, region_from_section
+
+__all__ = ["FramePlan", "MasterPlan", "Plan", "make_plan", "stable_hash"]
+
+
+def stable_hash(*parts) -> str:
+    """SHA-1 of JSON-serialisable parts (with the package version), for resume decisions."""
+    text = json.dumps([__version__, *parts], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class MasterPlan:
+    """One master to build: its frames, how they are corrected, and how they are combined."""
+
+    name: str  # bias, dark, flat_<FILTER>
+    kind: str
+    filter: str
+    frames: tuple[FrameInfo, ...]
+    params: CalibrationParams
+    combine: CombineParams
+    needs: tuple[str, ...]  # names of the masters applied to its frames
+    key: str = ""
+
+    @property
+    def exptimes(self) -> tuple[float, ...]:
+        """Each frame's exposure time (1 s where the header has none)."""
+        return tuple(f.exptime if f.exptime is not None else 1.0 for f in self.frames)
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """One light or arc to calibrate."""
+
+    frame: FrameInfo
+    params: CalibrationParams
+    bias: str | None
+    dark: str | None
+    flat: str | None
+    output: Path
+    cube: str  # zarr cube group, per filter
+    index: int  # position in its cube
+    key: str = ""
+
+
+@dataclass
+class Plan:
+    """Everything a night will do, decided before any pixel is read."""
+
+    masters: list[MasterPlan] = field(default_factory=list)
+    frames: list[FramePlan] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # path -> reason
+    warnings: list[str] = field(default_factory=list)
+
+    def cubes(self) -> dict[str, list[FramePlan]]:
+        """Frames of each zarr cube, in cube order."""
+        out: dict[str, list[FramePlan]] = defaultdict(list)
+        for frame in self.frames:
+            out[frame.cube].append(frame)
+        return dict(out)
+
+
+def _header_value(header: fits.Header, keys: tuple[str, ...], what: str, frame: FrameInfo):
+    for key in keys:
+        value = header.get(key)
+        if value is not None and not isinstance(value, bool):
+            return value
+    raise ConfigError(f"calibration.{what}",
+                      f"'header' asked for, but {frame.path} has no {' or '.join(keys)} card")
+
+
+def frame_params(frame: FrameInfo, config: NightConfig) -> CalibrationParams:
+    """Resolve the calibration parameters of one frame (``"header"`` values from its header)."""
+    cal = config.calibration
+    header = frame.fits_header()
+    ny, nx = frame.shape
+    if cal.overscans == HEADER:
+        overscans = (region_from_section(_header_value(header, ("BIASSEC",), "overscans", frame)),)
+    else:
+        overscans = cal.overscans or ()
+    if cal.image_area == HEADER:
+        area = region_from_section(
+            _header_value(header, ("TRIMSEC", "DATASEC"), "image_area", frame))
+    else:
+        area = cal.image_area or Region(xmin=0, xmax=nx, ymin=0, ymax=ny)
+    numbers = {}
+    for name, keys, default in (("gain", ("GAIN", "EGAIN"), 1.0),
+                                ("read_noise", ("RDNOISE", "READNOIS"), 0.0),
+                                ("saturation", ("SATURATE", "SATLEVEL"), None)):
+        value = getattr(cal, name)
+        if value == HEADER:
+            found = [header[k] for k in keys if isinstance(header.get(k), int | float)
+                     and not isinstance(header.get(k), bool)]
+            value = float(found[0]) if found else default
+        numbers[name] = value
+    for region in (*overscans, area):
+        if not region.fits_in(frame.shape):
+            raise IncompatibleFramesError(
+                frame.path, f"region {region.to_dict()} lies outside the {ny}x{nx} frame")
+    return CalibrationParams(
+        image_area=area, overscans=tuple(overscans), overscan_method=cal.overscan_method,
+        overscan_params=cal.overscan_params, exptime=frame.exptime or 0.0, **numbers)
+
+
+def _master_groups(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
+    groups: dict[str, list[FrameInfo]] = defaultdict(list)
+    for frame in frames:
+        if frame.type == "flat":
+            groups[f"flat_{frame.filter or 'none'}"].append(frame)
+        elif frame.type in ("bias", "dark"):
+            groups[frame.type].append(frame)
+    return groups
+
+
+def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
+                 available: dict[str, MasterPlan]) -> MasterPlan:
+    kind = name.split("_")[0]
+    params = [frame_params(f, config) for f in group]
+    first = params[0]
+    for frame, p in zip(group, params, strict=True):
+        if frame.shape != group[0].shape or p.image_area != first.image_area \
+                or p.overscans != first.overscans:
+            raise IncompatibleFramesError(
+                frame.path, f"shape or layout differs from {group[0].path} in the {name} group")
+    needs = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark")}[kind]
+    needs = tuple(n for n in needs if n in available)
+    for need in needs:
+        if available[need].params.image_area.shape != first.image_area.shape:
+            raise IncompatibleFramesError(
+                group[0].path, f"image area {first.image_area.shape} differs from master {need}'s "
+                f"{available[need].params.image_area.shape}")
+    master = MasterPlan(name=name, kind=kind, filter=group[0].filter if kind == "flat" else "",
+                        frames=tuple(group), params=first, combine=config.combine[kind],
+                        needs=needs)
+    key = stable_hash(name, [f.identity for f in group], first.to_dict(),
+                      master.combine.to_dict(), [available[n].key for n in needs])
+    return MasterPlan(**{**master.__dict__, "key": key})
+
+
+def _pick(kind: str, frame: FrameInfo, masters: dict[str, MasterPlan], wanted: str,
+          types_present: set[str]) -> str | None:
+    if wanted in masters:
+        return wanted
+    if kind in types_present:
+        looked = f"a {kind} master" + (f" for FILTER={frame.filter!r}" if kind == "flat" else "")
+        have = sorted(m for m in masters if m.startswith(kind))
+        raise MissingCalibrationError(
+            f"{frame.path}: no {looked} (available: {', '.join(have) or 'none usable'})")
+    return None
+
+
+def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
+    """Decide the masters to build and the frames to calibrate.
+
+    Parameters
+    ----------
+    frames : list of FrameInfo
+        The described frames of the night.
+    config : NightConfig
+        The night's configuration.
+
+    Returns
+    -------
+    Plan
+        Masters in dependency order (bias, dark, flats), frames with their masters, outputs and
+        resume keys, and the frames that cannot be done (with reasons).
+    """
+    plan = Plan()
+    readable = []
+    for frame in frames:
+        if frame.error:
+            plan.failures[str(frame.path)] = frame.error
+        else:
+            readable.append(frame)
+    types_present = {f.type for f in readable}
+    masters: dict[str, MasterPlan] = {}
+    for name, group in sorted(_master_groups(readable).items(),
+                              key=lambda item: ("bias", "dark", "flat").index(item[0][:4])):
+        kind = name.split("_")[0]
+        if len(group) < config.min_frames.get(kind, 0):
+            plan.warnings.append(f"{name}: only {len(group)} frame(s), fewer than the "
+                                 f"{config.min_frames[kind]} asked for (min_frames.{kind})")
+        try:
+            masters[name] = _plan_master(name, group, config, masters)
+        except CcdflowError as err:
+            for frame in group:
+                plan.failures[str(frame.path)] = f"{type(err).__name__}: {err}"
+    plan.masters = list(masters.values())
+    for kind in ("bias", "dark", "flat"):
+        if kind not in types_present and any(f.type in ("light", "arc") for f in readable):
+            plan.warnings.append(f"no {kind} frames: the {kind} step is skipped")
+    stems = Counter(f.stem for f in readable if f.type in ("light", "arc"))
+    counters: Counter = Counter()
+    for frame in readable:
+        if frame.type not in ("light", "arc"):
+            continue
+        try:
+            plan.frames.append(_plan_frame(frame, config, masters, types_present, stems, counters))
+        except CcdflowError as err:
+            plan.failures[str(frame.path)] = f"{type(err).__name__}: {err}"
+    return plan
+
+
+def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, MasterPlan],
+                types_present: set[str], stems: Counter, counters: Counter) -> FramePlan:
+    params = frame_params(frame, config)
+    bias = _pick("bias", frame, masters, "bias", types_present)
+    dark = _pick("dark", frame, masters, "dark", types_present)
+    flat = None
+    if frame.type == "light":
+        flat = _pick("flat", frame, masters, f"flat_{frame.filter or 'none'}", types_present)
+    for name in (bias, dark, flat):
+        if name and masters[name].params.image_area.shape != params.image_area.shape:
+            raise IncompatibleFramesError(
+                frame.path, f"image area {params.image_area.shape} differs from master {name}'s "
+                f"{masters[name].params.image_area.shape}")
+    stem = frame.stem
+    if stems[stem] > 1:  # same file name in two folders
+        stem = f"{stem}_{hashlib.sha1(str(frame.path).encode()).hexdigest()[:6]}"
+    folder = "lights" if frame.type == "light" else "arcs"
+    cube = f"{folder}_{frame.filter or 'none'}"
+    index = counters[cube]
+    counters[cube] += 1
+    key = stable_hash(frame.identity, frame.hdu, params.to_dict(), config.calibration.mask,
+                      [masters[n].key for n in (bias, dark, flat) if n])
+    return FramePlan(frame=frame, params=params, bias=bias, dark=dark, flat=flat,
+                     output=config.output / folder / f"{stem}.fits", cube=cube, index=index,
+                     key=key)

@@ -1,0 +1,74 @@
+"""The night report: what was done, reused or failed, with timings; JSON and a terminal table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccdflow.io.write import atomic_path
+
+__all__ = ["NightReport"]
+
+
+@dataclass
+class NightReport:
+    """Outcome of `reduce_night`; ``ok`` is false when any frame or master failed."""
+
+    output: str
+    config: dict[str, Any]
+    started: str
+    version: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    masters: dict[str, dict] = field(default_factory=dict)
+    frames: dict[str, dict] = field(default_factory=dict)
+    stacks: dict[str, dict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Every failed frame or master with its reason."""
+        out = {path: f["error"] for path, f in self.frames.items() if f["status"] == "failed"}
+        out.update({f"master {name}": m["error"] for name, m in self.masters.items()
+                    if m["status"] == "failed"})
+        for name, m in self.masters.items():
+            out.update({path: f"left out of master {name}: {why}"
+                        for path, why in (m.get("dropped") or {}).items()})
+        return out
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failures
+
+    def count(self, status: str) -> int:
+        """Frames with the given status (done, skipped, failed)."""
+        return sum(1 for f in self.frames.values() if f["status"] == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the content of ``report.json``)."""
+        return {**asdict(self), "ok": self.ok, "failures": self.failures}
+
+    def write(self, path: str | Path) -> Path:
+        """Write ``report.json`` atomically."""
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        return Path(path)
+
+    def summary(self) -> str:
+        """A short table for the terminal."""
+        lines = [f"{'product':<34} {'status':<8} {'seconds':>8}  note"]
+        for name, m in self.masters.items():
+            note = m.get("error") or (f"rejected {m['rejected_fraction']:.3%}"
+                                      if m.get("rejected_fraction") is not None else "")
+            lines.append(f"{'master ' + name:<34} {m['status']:<8} {m['seconds']:>8.2f}  {note}")
+        for path, f in self.frames.items():
+            lines.append(f"{Path(path).name:<34} {f['status']:<8} {f['seconds']:>8.2f}  "
+                         f"{f.get('error') or ''}")
+        for name, s in self.stacks.items():
+            lines.append(f"{'stack ' + name:<34} {s['status']:<8} {s['seconds']:>8.2f}")
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        lines.append(f"frames: {self.count('done')} done, {self.count('skipped')} already done, "
+                     f"{self.count('failed')} failed; {stages}")
+        return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""`reduce_night`: plan, masters, calibrated lights and stacks of a whole night on dask."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import time
+from dataclasses import asdict
+
+import click
+import dask
+from distributed import Client, as_completed
+
+from ccdflow._version import __version__
+from ccdflow.calibrate import flat_norm
+from ccdflow.io.filelist import read_filelist, scan_directory
+from ccdflow.night.cluster import open_cluster
+from ccdflow.night.config import NightConfig
+from ccdflow.night.frames import describe_frames
+from ccdflow.night.masters_step import build_master
+from ccdflow.night.plan import Plan, make_plan
+from ccdflow.night.report import NightReport
+from ccdflow.night.stacks import stack_lights
+from ccdflow.night.store import Store, cube_rows
+from ccdflow.night.tasks import FrameJob, FrameResult, calibrate_frame_job
+
+__all__ = ["NightReport", "plan_night", "reduce_night"]
+
+logger = logging.getLogger(__name__)
+
+
+def plan_night(config: NightConfig) -> Plan:
+    """List, describe (headers only) and plan a night without computing anything.
+
+    Raises
+    ------
+    ConfigError
+        If the file list or folder cannot be read.
+    """
+    listed = read_filelist(config.filelist) if config.filelist else scan_directory(config.directory)
+    return make_plan(describe_frames(listed), config)
+
+
+def _progress(iterable, total: int, label: str):
+    return click.progressbar(iterable, length=total, label=label, file=sys.stderr,
+                             show_pos=True)
+
+
+def _run_jobs(jobs: list[FrameJob], client: Client | None) -> list[FrameResult]:
+    if not jobs:
+        return []
+    if client is None:
+        tasks = [dask.delayed(calibrate_frame_job, pure=False)(job) for job in jobs]
+        results = []
+        with _progress(range(len(tasks)), len(tasks), "lights") as bar:
+            for start in range(0, len(tasks), 8):  # batches, so the bar moves
+                results.extend(dask.compute(*tasks[start:start + 8]))
+                bar.update(len(tasks[start:start + 8]))
+        return results
+    keys = [f"calibrate-{job.plan.frame.stem}-{job.plan.key[:10]}" for job in jobs]
+    futures = client.map(calibrate_frame_job, jobs, key=keys, pure=False)
+    results = []
+    with _progress(as_completed(futures), len(futures), "lights") as bar:
+        for future in bar:
+            results.append(future.result())
+    return results
+
+
+def _frame_jobs(plan: Plan, store: Store, config: NightConfig, norms: dict[str, float],
+                failed_masters: dict[str, str], report: NightReport) -> list[FrameJob]:
+    for cube, frames in plan.cubes().items():
+        shape = frames[0].params.image_area.shape
+        store.ensure_cube(cube, frames=[f.frame.stem for f in frames], shape=shape,
+                          rows=cube_rows(shape))
+    jobs = []
+    for fp in plan.frames:
+        missing = [n for n in (fp.bias, fp.dark, fp.flat) if n in failed_masters]
+        if missing:
+            report.frames[str(fp.frame.path)] = asdict(FrameResult(
+                str(fp.frame.path), str(fp.output), "failed",
+                error=f"MissingCalibrationError: master {missing[0]} could not be built "
+                      f"({failed_masters[missing[0]]})"))
+            continue
+        record = store.record(fp.cube, fp.frame.stem)
+        if record and record.get("key") == fp.key and fp.output.exists():
+            report.frames[str(fp.frame.path)] = asdict(FrameResult(
+                str(fp.frame.path), str(fp.output), "skipped", 0.0, None, record.get("stats")))
+            continue
+        store.forget_record(fp.cube, fp.frame.stem)
+        jobs.append(FrameJob(fp, store, norms.get(fp.flat, float("nan")),
+                             config.calibration.mask))
+    return jobs
+
+
+def reduce_night(config: NightConfig, *, scheduler: str | None = None,
+                 n_workers: int | None = None, echo=print) -> NightReport:
+    """Reduce a whole night: masters, calibrated lights (and arcs), optional stacks, report.
+
+    Finished work whose inputs and parameters are unchanged is reused; a bad frame is reported
+    and the rest of the night completes.
+
+    Parameters
+    ----------
+    config : NightConfig
+        The night (see `ccdflow.night.load_config`).
+    scheduler : str, optional
+        Overrides ``config.cluster.scheduler`` (``tcp://host:port``, ``threads``, ...).
+    n_workers : int, optional
+        Overrides ``config.cluster.n_workers``.
+    echo : callable
+        Where progress lines go.
+
+    Returns
+    -------
+    NightReport
+        Also written to ``<output>/report.json``; ``report.ok`` is false if anything failed.
+
+    Raises
+    ------
+    ConfigError
+        If the inputs cannot be listed or the cluster cannot be reached.
+    """
+    t0 = time.perf_counter()
+    report = NightReport(output=str(config.output), config=config.to_dict(), version=__version__,
+                         started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    plan = plan_night(config)
+    report.warnings.extend(plan.warnings)
+    for message in plan.warnings:
+        echo(f"warning: {message}")
+    for path, reason in plan.failures.items():
+        report.frames[path] = asdict(FrameResult(path, "", "failed", 0.0, reason))
+    config.output.mkdir(parents=True, exist_ok=True)
+    store = Store(config.output / "work.zarr")
+    store.root()
+    report.seconds["plan"] = time.perf_counter() - t0
+    with open_cluster(config.cluster, scheduler=scheduler, n_workers=n_workers,
+                      echo=echo) as client:
+        t = time.perf_counter()
+        failed: dict[str, str] = {}
+        norms: dict[str, float] = {}
+        for master in plan.masters:
+            if any(need in failed for need in master.needs):
+                failed[master.name] = f"needs master {next(n for n in master.needs if n in failed)}"
+                report.masters[master.name] = {"name": master.name, "status": "failed",
+                                               "error": failed[master.name], "seconds": 0.0}
+                continue
+            echo(f"master {master.name}: {len(master.frames)} frames")
+            result = build_master(master, store, config)
+            report.masters[master.name] = result.to_dict()
+            if result.status == "failed":
+                failed[master.name] = result.error
+            elif master.kind == "flat":
+                norms[master.name] = flat_norm(store.read_master(master.name))
+        report.seconds["masters"] = time.perf_counter() - t
+        t = time.perf_counter()
+        jobs = _frame_jobs(plan, store, config, norms, failed, report)
+        for result in _run_jobs(jobs, client):
+            report.frames[result.path] = asdict(result)
+        report.seconds["lights"] = time.perf_counter() - t
+        if config.stack_lights:
+            t = time.perf_counter()
+            report.stacks.update(stack_lights(plan, store, config, report))
+            report.seconds["stacks"] = time.perf_counter() - t
+    report.seconds["total"] = time.perf_counter() - t0
+    report.write(config.output / "report.json")
+    return report

@@ -1,0 +1,84 @@
+"""The per-frame task run on the workers.
+
+It reads a raw frame, calibrates it against the masters in the zarr store, and writes its cube
+slices, its FITS product and, last, its record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ccdflow.calibrate import Masters, calibrate_array, check_geometry
+from ccdflow.errors import CcdflowError
+from ccdflow.io.fits import read_rows
+from ccdflow.io.products import calibrated_header, write_calibrated
+from ccdflow.night.plan import FramePlan
+from ccdflow.night.store import Store
+
+__all__ = ["FrameJob", "FrameResult", "calibrate_frame_job"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """What a worker needs for one frame: its plan, the store, and the flat's normalisation."""
+
+    plan: FramePlan
+    store: Store
+    flat_norm: float
+    write_mask: bool
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The outcome of one frame, for the night report."""
+
+    path: str
+    output: str
+    status: str  # done | skipped | failed
+    seconds: float = 0.0
+    error: str | None = None
+    stats: dict | None = None
+
+
+def calibrate_frame_job(job: FrameJob) -> FrameResult:
+    """Calibrate one frame on a worker; a `CcdflowError` becomes a failed result, not a crash.
+
+    Parameters
+    ----------
+    job : FrameJob
+        The frame's plan and where the masters are.
+
+    Returns
+    -------
+    FrameResult
+    """
+    plan, store = job.plan, job.store
+    start = time.perf_counter()
+    try:
+        masters = Masters(*(store.read_master(name) if name else None
+                            for name in (plan.bias, plan.dark, plan.flat)))
+        check_geometry(plan.frame.shape, plan.params, masters, path=str(plan.frame.path),
+                       hdu=plan.frame.hdu)
+        raw = read_rows(str(plan.frame.path), plan.frame.hdu, slice(None))
+        dark_scale = plan.params.exptime / (masters.dark.exptime or 1.0) if masters.dark else 1.0
+        cube, stats = calibrate_array(raw, params=plan.params, masters=masters,
+                                      dark_scale=dark_scale, norm=job.flat_norm)
+        store.write_frame(plan.cube, plan.index, cube[0], cube[1], cube[2].astype("uint8"))
+        header = calibrated_header(plan.frame.fits_header(), params=plan.params, masters=masters,
+                                   dark_scale=dark_scale, flat_norm=job.flat_norm, stats=stats,
+                                   history=f"raw file {Path(plan.frame.path).name}")
+        write_calibrated(plan.output, image=cube[0], error=cube[1], header=header,
+                         mask=cube[2].astype("uint8") if job.write_mask else None)
+        seconds = time.perf_counter() - start
+        store.write_record(plan.cube, plan.frame.stem, {
+            "key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats})
+        return FrameResult(str(plan.frame.path), str(plan.output), "done", seconds, None, stats)
+    except CcdflowError as err:
+        logger.error("%s: %s", plan.frame.path, err)
+        return FrameResult(str(plan.frame.path), str(plan.output), "failed",
+                           time.perf_counter() - start, f"{type(err).__name__}: {err}")
