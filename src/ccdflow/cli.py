@@ -34,8 +34,10 @@ def main(verbose: bool) -> None:
 
 def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
     from ccdflow.night import load_config, reduce_night
+    from ccdflow.night.config import check_scheduler
 
     try:
+        check_scheduler(scheduler, key="--scheduler")  # a typo is an error here, not a traceback
         config = load_config(config_path)
         report = reduce_night(config, scheduler=scheduler, n_workers=workers, echo=click.echo)
     except CcdflowError as err:
@@ -121,3 +123,7 @@ def demo(directory: Path, size: int, scheduler: str | None, workers: int | None)
     path = write_synthetic_night(directory, size=size, n_light=4, seed=0)
     click.echo(f"synthetic night in {directory}")
     _run(path, scheduler, workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccdflow.errors import ConfigError, FrameReadError
+from ccdflow.errors import ConfigError
 from ccdflow.io.fits import read_header
 from ccdflow.io.headers import frame_type
 
@@ -53,9 +53,11 @@ def read_filelist(path: str | os.PathLike) -> list[ListedFrame]:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often write a BOM
     except OSError as err:
         raise ConfigError(str(path), f"cannot read the file list: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), f"the file list is not UTF-8 text: {err}") from err
     frames = []
     for number, row in enumerate(csv.reader(text.splitlines()), start=1):
         fields = [f.strip() for f in row]
@@ -113,7 +115,7 @@ def scan_directory(directory: str | os.PathLike) -> list[ListedFrame]:
         hdu, header = read_header(path)
         value = header.get("IMAGETYP", header.get("OBSTYPE"))
         if value is None:
-            raise FrameReadError(path, "no IMAGETYP or OBSTYPE card to tell the frame type", hdu=hdu)
+            raise ConfigError(str(path), "no IMAGETYP or OBSTYPE card to tell the frame type")
         frames.append(ListedFrame(frame_type(str(value), key=f"{path}: IMAGETYP"), path.resolve(),
                                   hdu, str(path)))
     if not frames:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,32 @@ _DEFAULT_COMBINE = {
     "light": CombineParams(),
 }
 _DEFAULT_MIN_FRAMES = {"bias": 3, "dark": 3, "flat": 3}
+LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$")
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    """A config section as a dict (``None`` is an empty section); anything else names ``key``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def _path_value(value: Any, key: str) -> Path:
+    if isinstance(value, bool) or not isinstance(value, str | Path) or not str(value).strip():
+        raise ConfigError(key, f"expected a path, got {value!r}")
+    return Path(value).expanduser()
+
+
+def check_scheduler(value: Any, *, key: str = "cluster.scheduler") -> str | None:
+    """Return a valid scheduler setting: ``None``, a local scheduler name or a dask address."""
+    if value is None or (isinstance(value, str) and (value in LOCAL_SCHEDULERS
+                                                     or _ADDRESS.match(value))):
+        return value
+    raise ConfigError(key, "expected null, 'threads', 'synchronous', 'processes' or an address "
+                      f"like tcp://host:port, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,11 +67,13 @@ class CalibrationConfig:
     read_noise: float | str = HEADER
     saturation: float | str | None = HEADER
     mask: bool = True
+    float_frames_are_processed: bool = True
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, key: str = "calibration") -> CalibrationConfig:
         """Validate the section; a bad value raises `ConfigError` naming ``calibration.<key>``."""
-        check_keys(cls, dict(data), key=key)
+        data = _mapping(data, key)
+        check_keys(cls, data, key=key)
         out: dict[str, Any] = {}
         overscans = data.get("overscans")
         if overscans == HEADER or overscans is None:
@@ -60,8 +89,8 @@ class CalibrationConfig:
             out["overscan_method"] = parse_enum(OverscanMethods, data["overscan_method"],
                                                 key=f"{key}.overscan_method")
         if "overscan_params" in data:
-            params = data["overscan_params"] or {}
-            check_keys(OverscanParams, dict(params), key=f"{key}.overscan_params")
+            params = _mapping(data["overscan_params"], f"{key}.overscan_params")
+            check_keys(OverscanParams, params, key=f"{key}.overscan_params")
             try:
                 out["overscan_params"] = OverscanParams(**params)
             except ConfigError as err:
@@ -76,10 +105,11 @@ class CalibrationConfig:
                     out[name] = value
                 else:
                     out[name] = parse_number(value, key=f"{key}.{name}", strict=strict)
-        if "mask" in data:
-            if not isinstance(data["mask"], bool):
-                raise ConfigError(f"{key}.mask", f"expected true or false, got {data['mask']!r}")
-            out["mask"] = data["mask"]
+        for name in ("mask", "float_frames_are_processed"):
+            if name in data:
+                if not isinstance(data[name], bool):
+                    raise ConfigError(f"{key}.{name}", f"expected true or false, got {data[name]!r}")
+                out[name] = data[name]
         return cls(**out)
 
 
@@ -95,16 +125,15 @@ class ClusterConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, key: str = "cluster") -> ClusterConfig:
         """Validate the section."""
-        check_keys(cls, dict(data), key=key)
-        scheduler = data.get("scheduler")
-        if scheduler is not None and (
-            not isinstance(scheduler, str)
-            or not (scheduler in ("threads", "synchronous", "processes") or "://" in scheduler)
-        ):
-            raise ConfigError(f"{key}.scheduler", "expected null, 'threads', 'synchronous', "
-                              f"'processes' or an address like tcp://host:port, got {scheduler!r}")
+        data = _mapping(data, key)
+        check_keys(cls, data, key=key)
+        memory = data.get("memory_limit")
+        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, str | int | float)
+                                   or (not isinstance(memory, str) and memory <= 0)):
+            raise ConfigError(f"{key}.memory_limit", "expected null, a size such as '4GB' or 'auto', "
+                              f"or a number of bytes, got {memory!r}")
         return cls(
-            scheduler=scheduler,
+            scheduler=check_scheduler(data.get("scheduler"), key=f"{key}.scheduler"),
             n_workers=parse_int(data.get("n_workers"), key=f"{key}.n_workers", minimum=1,
                                 allow_none=True),
             threads_per_worker=parse_int(data.get("threads_per_worker", 1),
@@ -162,20 +191,21 @@ class NightConfig:
         base = Path(base)
         source_in = data.get("input") or {}
         if not isinstance(source_in, Mapping):
-            raise ConfigError("input", "expected a mapping with 'filelist' or 'directory'")
+            raise ConfigError("input", "expected a mapping with 'filelist' or 'directory', "
+                              f"got {source_in!r}")
         for name in source_in:
             if name not in ("filelist", "directory"):
                 raise ConfigError(f"input.{name}", "unknown key; expected 'filelist' or 'directory'")
         if ("filelist" in source_in) == ("directory" in source_in):
             raise ConfigError("input", "give exactly one of 'filelist' and 'directory'")
-        resolve = lambda value: (base / Path(value)).resolve()  # noqa: E731
+        resolve = lambda value, key: (base / _path_value(value, key)).resolve()  # noqa: E731
         combine = dict(_DEFAULT_COMBINE)
-        for kind, params in (data.get("combine") or {}).items():
+        for kind, params in _mapping(data.get("combine"), "combine").items():
             if kind not in FRAME_KINDS:
                 raise ConfigError(f"combine.{kind}", f"unknown frame type; expected {FRAME_KINDS}")
             combine[kind] = _combine_params(params, kind)
         min_frames = dict(_DEFAULT_MIN_FRAMES)
-        for kind, count in (data.get("min_frames") or {}).items():
+        for kind, count in _mapping(data.get("min_frames"), "min_frames").items():
             if kind not in _DEFAULT_MIN_FRAMES:
                 raise ConfigError(f"min_frames.{kind}", "expected bias, dark or flat")
             min_frames[kind] = parse_int(count, key=f"min_frames.{kind}", minimum=0)
@@ -183,14 +213,16 @@ class NightConfig:
         if not isinstance(stack, bool):
             raise ConfigError("stack_lights", f"expected true or false, got {stack!r}")
         return cls(
-            filelist=resolve(source_in["filelist"]) if "filelist" in source_in else None,
-            directory=resolve(source_in["directory"]) if "directory" in source_in else None,
-            output=resolve(data.get("output", "reduced")),
-            calibration=CalibrationConfig.from_dict(data.get("calibration") or {}),
+            filelist=resolve(source_in["filelist"], "input.filelist")
+            if "filelist" in source_in else None,
+            directory=resolve(source_in["directory"], "input.directory")
+            if "directory" in source_in else None,
+            output=resolve(data.get("output", "reduced"), "output"),
+            calibration=CalibrationConfig.from_dict(_mapping(data.get("calibration"), "calibration")),
             combine=combine,
             min_frames=min_frames,
             stack_lights=stack,
-            cluster=ClusterConfig.from_dict(data.get("cluster") or {}),
+            cluster=ClusterConfig.from_dict(_mapping(data.get("cluster"), "cluster")),
             source=source,
         )
 
@@ -209,7 +241,7 @@ class NightConfig:
                 "overscan_params": cal.overscan_params.to_dict(),
                 "image_area": region(cal.image_area),
                 "gain": cal.gain, "read_noise": cal.read_noise, "saturation": cal.saturation,
-                "mask": cal.mask,
+                "mask": cal.mask, "float_frames_are_processed": cal.float_frames_are_processed,
             },
             "combine": {k: v.to_dict() for k, v in self.combine.items()},
             "min_frames": dict(self.min_frames),
@@ -255,6 +287,8 @@ def load_config(path: str | Path) -> NightConfig:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(str(path), f"cannot read the config: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), f"not a text file: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(str(path), f"not valid YAML: {err}") from err
     return NightConfig.from_dict(data or {}, base=path.resolve().parent, source=path.resolve())

@@ -27,6 +27,7 @@ class FrameInfo:
     exptime: float | None = None
     filter: str = ""
     object: str = ""
+    processed: bool = False  # floating-point data: a reduced product, not a raw readout
     header: str = ""  # the header as FITS text: small, picklable, exact
     identity: tuple = ()
     error: str | None = None
@@ -80,6 +81,7 @@ def describe_frames(listed: list[ListedFrame]) -> list[FrameInfo]:
                 exptime=find_exposure_time(header, path=str(entry.path)),
                 filter=str(header.get("FILTER", "")).strip(),
                 object=str(header.get("OBJECT", "")).strip(),
+                processed=int(header.get("ZBITPIX", header.get("BITPIX", 16))) < 0,
                 header=header.tostring(), identity=file_identity(entry.path),
             ))
         except CcdflowError as err:

@@ -90,16 +90,30 @@ def _header_value(header: fits.Header, keys: tuple[str, ...], what: str, frame: 
                       f"'header' asked for, but {frame.path} has no {' or '.join(keys)} card")
 
 
+def is_processed(frame: FrameInfo, config: NightConfig) -> bool:
+    """Whether a calibration frame or arc is a reduced product, used without overscan/bias/dark.
+
+    Raw CCD readouts are integers; a floating-point bias, dark, flat or arc is taken as already
+    processed (overscan-corrected, trimmed, bias-subtracted), so it is never corrected twice.
+    """
+    return (config.calibration.float_frames_are_processed and frame.processed
+            and frame.type != "light")
+
+
 def frame_params(frame: FrameInfo, config: NightConfig) -> CalibrationParams:
     """Resolve the calibration parameters of one frame (``"header"`` values from its header)."""
     cal = config.calibration
     header = frame.fits_header()
     ny, nx = frame.shape
-    if cal.overscans == HEADER:
+    if is_processed(frame, config):
+        overscans, area = (), Region(xmin=0, xmax=nx, ymin=0, ymax=ny)
+    elif cal.overscans == HEADER:
         overscans = (region_from_section(_header_value(header, ("BIASSEC",), "overscans", frame)),)
     else:
         overscans = cal.overscans or ()
-    if cal.image_area == HEADER:
+    if is_processed(frame, config):
+        pass
+    elif cal.image_area == HEADER:
         area = region_from_section(
             _header_value(header, ("TRIMSEC", "DATASEC"), "image_area", frame))
     else:
@@ -138,12 +152,21 @@ def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
     kind = name.split("_")[0]
     params = [frame_params(f, config) for f in group]
     first = params[0]
+    processed = is_processed(group[0], config)
     for frame, p in zip(group, params, strict=True):
+        # checked first: a raw frame among processed ones also differs in shape and layout, and
+        # the mix is the cause worth reporting
+        if is_processed(frame, config) != processed:
+            raise IncompatibleFramesError(
+                frame.path, f"mixes raw (integer) and processed (floating-point) frames in the "
+                f"{name} group")
         if frame.shape != group[0].shape or p.image_area != first.image_area \
                 or p.overscans != first.overscans:
             raise IncompatibleFramesError(
                 frame.path, f"shape or layout differs from {group[0].path} in the {name} group")
     needs = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark")}[kind]
+    if processed:
+        needs = ()
     needs = tuple(n for n in needs if n in available)
     for need in needs:
         if available[need].params.image_area.shape != first.image_area.shape:
@@ -153,8 +176,11 @@ def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
     master = MasterPlan(name=name, kind=kind, filter=group[0].filter if kind == "flat" else "",
                         frames=tuple(group), params=first, combine=config.combine[kind],
                         needs=needs)
-    key = stable_hash(name, [f.identity for f in group], first.to_dict(),
-                      master.combine.to_dict(), [available[n].key for n in needs])
+    # gain, read noise and saturation do not enter a master: leave them out of its key
+    layout = {k: v for k, v in first.to_dict().items()
+              if k in ("image_area", "overscans", "overscan_method", "overscan_params")}
+    key = stable_hash(name, [f.identity for f in group], layout, master.combine.to_dict(),
+                      [available[n].key for n in needs])
     return MasterPlan(**{**master.__dict__, "key": key})
 
 
@@ -163,7 +189,7 @@ def _pick(kind: str, frame: FrameInfo, masters: dict[str, MasterPlan], wanted: s
     if wanted in masters:
         return wanted
     if kind in types_present:
-        looked = f"a {kind} master" + (f" for FILTER={frame.filter!r}" if kind == "flat" else "")
+        looked = f"{kind} master" + (f" for FILTER={frame.filter!r}" if kind == "flat" else "")
         have = sorted(m for m in masters if m.startswith(kind))
         raise MissingCalibrationError(
             f"{frame.path}: no {looked} (available: {', '.join(have) or 'none usable'})")
@@ -225,9 +251,10 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
 def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, MasterPlan],
                 types_present: set[str], stems: Counter, counters: Counter) -> FramePlan:
     params = frame_params(frame, config)
-    bias = _pick("bias", frame, masters, "bias", types_present)
-    dark = _pick("dark", frame, masters, "dark", types_present)
-    flat = None
+    bias = dark = flat = None
+    if not is_processed(frame, config):
+        bias = _pick("bias", frame, masters, "bias", types_present)
+        dark = _pick("dark", frame, masters, "dark", types_present)
     if frame.type == "light":
         flat = _pick("flat", frame, masters, f"flat_{frame.filter or 'none'}", types_present)
     for name in (bias, dark, flat):

@@ -93,6 +93,13 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, norms: dict[str, 
     return jobs
 
 
+def _remove_stale_temporaries(config: NightConfig) -> None:
+    """Delete the temporary files a killed run left behind (finished files are never touched)."""
+    for folder in ("masters", "lights", "arcs", "stacks"):
+        for path in (config.output / folder).glob(".*.part"):
+            path.unlink(missing_ok=True)
+
+
 def reduce_night(config: NightConfig, *, scheduler: str | None = None,
                  n_workers: int | None = None, echo=print) -> NightReport:
     """Reduce a whole night: masters, calibrated lights (and arcs), optional stacks, report.
@@ -131,6 +138,7 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
     for path, reason in plan.failures.items():
         report.frames[path] = asdict(FrameResult(path, "", "failed", 0.0, reason))
     config.output.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(config)
     store = Store(config.output / "work.zarr")
     store.root()
     report.seconds["plan"] = time.perf_counter() - t0

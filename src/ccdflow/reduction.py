@@ -1,0 +1,187 @@
+"""`ImageReduction`: a file list in, one reduced image with its header out (the seed-003 interface)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from astropy.io import fits
+
+from ccdflow._version import __version__
+from ccdflow.chunks import rows_for_budget
+from ccdflow.combine import CombineParams, combine
+from ccdflow.errors import CcdflowError, ConfigError, MissingCalibrationError
+from ccdflow.io import export
+from ccdflow.io.write import write_fits
+from ccdflow.night.config import CalibrationConfig, ClusterConfig, NightConfig
+from ccdflow.night.report import NightReport
+from ccdflow.night.run import reduce_night
+from ccdflow.night.store import Store
+
+__all__ = ["ImageReduction"]
+
+
+class ImageReduction:
+    """Reduce the frames of a CSV file list to one image: masters, calibration, combination.
+
+    The file list has 2 or 3 columns ``type, path[, hdu]`` (type: light, dark, flat, bias or
+    arc). Biases, darks and flats are combined into masters (5-sigma clipping, NaN ignored; darks
+    per second and scaled to each light's exposure; flats bias- and dark-subtracted and
+    normalised), each light is calibrated, and the lights are combined.
+
+    Parameters
+    ----------
+    filelist : str or path-like
+        The CSV file list.
+    combine_method : {"median", "mean"}
+        How the calibrated lights (and arcs) are combined.
+    sigma : float
+        Clipping threshold, both sides, for every combination.
+    calibration : dict, optional
+        The ``calibration`` section of a night config (overscans, image_area, gain, ...).
+    work_dir : path-like, optional
+        Where masters, calibrated frames and the zarr store go; a temporary folder by default.
+    scheduler : str
+        Dask scheduler: ``threads`` (default), ``synchronous``, ``tcp://host:port``, or ``None``
+        for a LocalCluster.
+
+    Examples
+    --------
+    >>> reduction = ImageReduction("night.csv")  # doctest: +SKIP
+    >>> hdu = reduction.reduce()  # doctest: +SKIP
+    >>> reduction.save_fits("reduced.fits")  # doctest: +SKIP
+    """
+
+    def __init__(self, filelist: str | os.PathLike, *, combine_method: str = "median",
+                 sigma: float = 5.0, calibration: dict[str, Any] | None = None,
+                 work_dir: str | os.PathLike | None = None, scheduler: str | None = "threads"):
+        self.filelist = Path(filelist)
+        params = CombineParams(method=combine_method, sigma_lower=sigma, sigma_upper=sigma)
+        if params.method.value not in ("median", "mean"):
+            raise ConfigError("combine_method", "expected 'median' or 'mean'")
+        self.params = params
+        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ccdflow-"))
+        self.config = NightConfig(
+            filelist=self.filelist.resolve(), output=self.work_dir.resolve(),
+            calibration=CalibrationConfig.from_dict(calibration or {}),
+            combine={kind: params if kind == "light" else
+                     CombineParams(sigma_lower=sigma, sigma_upper=sigma,
+                                   scale="median" if kind == "flat" else None)
+                     for kind in ("bias", "dark", "flat", "light")},
+            min_frames={"bias": 1, "dark": 1, "flat": 1},
+            cluster=ClusterConfig(scheduler=scheduler),
+        )
+        self.report: NightReport | None = None
+        self.image_hdu: fits.PrimaryHDU | None = None
+        self.error: np.ndarray | None = None
+        self.arc_hdu: fits.PrimaryHDU | None = None
+
+    def reduce(self) -> fits.PrimaryHDU:
+        """Build the masters, calibrate every light and arc, and combine them.
+
+        Returns
+        -------
+        astropy.io.fits.PrimaryHDU
+            The combined light, with the first light's header plus the reduction's keywords
+            (inputs, combine settings, total and mean exposure, masters used).
+
+        Raises
+        ------
+        MissingCalibrationError
+            If no light could be calibrated (the reasons are named).
+        ConfigError
+            If the file list is malformed (the line is named).
+        """
+        report = reduce_night(self.config, echo=lambda *_: None)
+        self.report = report
+        if not report.ok:
+            failures = "; ".join(f"{p}: {r}" for p, r in report.failures.items())
+            raise CcdflowError(f"{self.filelist}: the reduction failed: {failures}")
+        lights = self._calibrated("light")
+        if not lights:
+            raise MissingCalibrationError(f"{self.filelist}: no light frame to reduce")
+        data, self.error = self._combine(lights)
+        self.image_hdu = fits.PrimaryHDU(data, header=self._header(lights, report))
+        arcs = self._calibrated("arc")
+        if arcs:
+            arc, _ = self._combine(arcs)
+            self.arc_hdu = fits.PrimaryHDU(arc, header=self._header(arcs, report))
+        return self.image_hdu
+
+    def _calibrated(self, kind: str) -> list[tuple[str, int, str]]:
+        """(cube, index, stem) of every calibrated frame of a type."""
+        store = Store(self.config.output / "work.zarr")
+        out = []
+        root = store.root("r")
+        for cube in (list(root["cubes"].group_keys()) if "cubes" in root else []):
+            if not cube.startswith("lights_" if kind == "light" else "arcs_"):
+                continue
+            for index, stem in enumerate(root[f"cubes/{cube}"].attrs["frames"]):
+                out.append((cube, index, stem))
+        return out
+
+    def _combine(self, frames: list[tuple[str, int, str]]) -> tuple[np.ndarray, np.ndarray]:
+        store = Store(self.config.output / "work.zarr")
+        stack = da.concatenate([da.from_zarr(store.cube_arrays(cube)["image"])[index][None]
+                                for cube, index, _ in frames])
+        rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1])
+        result = combine(stack.rechunk({0: -1, 1: rows, 2: -1}), params=self.params)
+        data, error = dask.compute(result.data, result.error)
+        return data, error
+
+    def _header(self, frames: list[tuple[str, int, str]], report: NightReport) -> fits.Header:
+        done = [f for f in report.frames.values() if f["status"] in ("done", "skipped")]
+        stems = {stem for _, _, stem in frames}
+        used = [f for f in done if Path(f["output"]).stem in stems]
+        first = fits.getheader(used[0]["output"])
+        header = first.copy(strip=True)
+        for key in ("NFLAGGED", "NERRUNDF", "OVSCLVL", "CHECKSUM", "DATASUM"):
+            header.remove(key, ignore_missing=True)
+        times = [fits.getheader(f["path"]).get("EXPTIME", 0.0) for f in used]
+        header["NCOMBINE"] = (len(used), "calibrated frames combined")
+        header["EXPTOTAL"] = (float(np.sum(times)), "[s] total exposure of the inputs")
+        header["EXPMEAN"] = (float(np.mean(times)), "[s] mean exposure of the inputs")
+        header["CMETHOD"] = (self.params.method.value, "combine method")
+        header["CSIGLO"] = (self.params.sigma_lower, "clipping sigma below")
+        header["CSIGHI"] = (self.params.sigma_upper, "clipping sigma above")
+        header["CSTDFUNC"] = (self.params.stdfunc.value, "clipping scale")
+        for name, master in report.masters.items():
+            header[f"HIERARCH CCDFLOW MASTER {name.upper()}"] = Path(master["output"]).name
+            header[f"HIERARCH CCDFLOW MASTER {name.upper()} N"] = len(master["inputs"])
+        header["CCDFLVER"] = (__version__, "ccdflow version")
+        for i, f in enumerate(used, start=1):
+            header[f"INPUT{i:03d}"] = Path(f["path"]).name
+        return header
+
+    def _image(self) -> np.ndarray:
+        if self.image_hdu is None:
+            self.reduce()
+        return self.image_hdu.data
+
+    def save_fits(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write the reduced image (primary) and its ``ERROR`` extension, atomically."""
+        image = self._image()
+        hdus = fits.HDUList([fits.PrimaryHDU(image, header=self.image_hdu.header),
+                             fits.ImageHDU(self.error, name="ERROR")])
+        return write_fits(path, hdus, overwrite=overwrite)
+
+    def save_image(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write a static image (PNG, JPG, SVG or PDF by suffix) with zscale limits."""
+        return export.save_image(self._image(), path, title=self._title(), **kwargs)
+
+    def to_html(self, path: str | os.PathLike) -> Path:
+        """Write an interactive plotly figure as a self-contained HTML page."""
+        return export.save_html(self._image(), path, title=self._title())
+
+    def to_json(self) -> str:
+        """The interactive plotly figure as a JSON string."""
+        return export.to_json(self._image(), title=self._title())
+
+    def _title(self) -> str:
+        header = self.image_hdu.header
+        return f"{header.get('OBJECT', 'reduced image')} ({header['NCOMBINE']} frames)"
