@@ -1,5 +1,7 @@
 """ccdflow: calibrate whole nights of CCD frames in parallel on Dask."""
 
+from importlib import import_module
+
 from ccdflow._version import __version__
 from ccdflow.errors import (
     CcdflowError,
@@ -11,6 +13,26 @@ from ccdflow.errors import (
     OutputExistsError,
 )
 
+# Public names and the modules that define them, imported on first use so that
+# `import ccdflow` stays light (the night layer pulls in distributed).
+_LAZY = {
+    "Calibrator": "ccdflow.calibrator",
+    "OverscanMethods": "ccdflow.overscan",
+    "OverscanParams": "ccdflow.overscan",
+    "CombineParams": "ccdflow.combine",
+    "Combined": "ccdflow.combine",
+    "combine": "ccdflow.combine",
+    "Frame": "ccdflow.io.fits",
+    "open_frame": "ccdflow.io.fits",
+    "open_stack": "ccdflow.io.fits",
+    "Master": "ccdflow.master",
+    "Region": "ccdflow.sections",
+    "ImageReduction": "ccdflow.reduction",
+    "NightConfig": "ccdflow.night.config",
+    "load_config": "ccdflow.night.config",
+    "reduce_night": "ccdflow.night.run",
+}
+
 __all__ = [
     "CcdflowError",
     "ConfigError",
@@ -20,4 +42,15 @@ __all__ = [
     "MissingCalibrationError",
     "OutputExistsError",
     "__version__",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ccdflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

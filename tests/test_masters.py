@@ -1,0 +1,62 @@
+"""Stack-wise correction for masters equals the per-frame Calibrator path, lazily."""
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from conftest import raise_if_dask_computes
+
+from ccdflow import synthetic as syn
+from ccdflow.calibrate import CalibrationParams
+from ccdflow.calibrator import Calibrator
+from ccdflow.io import open_frame, open_stack
+from ccdflow.master import Master
+from ccdflow.masters import StackGeometry, corrected_stack, master_dark, master_flat
+from ccdflow.overscan import OverscanMethods
+from ccdflow.sections import Region
+
+
+@pytest.fixture(scope="module", params=["columns", "rows"])
+def frames(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    inst = syn.Instrument(ny=40, nx=36, n_overscan=8, overscan=request.param)
+    truth = syn.make_truth(inst, seed=2)
+    paths = []
+    for i in range(4):
+        paths.append(folder / f"dark{i}.fits")
+        syn.make_frame(truth, imagetyp="dark", exptime=30.0 * (i + 1), seed=i).hdu.writeto(paths[-1])
+    return inst, paths
+
+
+@pytest.mark.parametrize("method", list(OverscanMethods))
+def test_corrected_stack_equals_the_calibrator_frame_by_frame(frames, method):
+    inst, paths = frames
+    overscan, area = Region(**inst.overscan_region), Region(**inst.image_region)
+    params = CalibrationParams(image_area=area, overscans=(overscan,), overscan_method=method)
+    bias = Master(np.random.default_rng(0).normal(0, 2, area.shape).astype(np.float32))
+    rate = Master(np.full(area.shape, 0.5, np.float32), exptime=1.0)
+    times = tuple(30.0 * (i + 1) for i in range(4))
+    stack = open_stack(paths, rows_per_chunk=7)
+    with raise_if_dask_computes():
+        lazy = corrected_stack(stack, StackGeometry(params=params, exptimes=times),
+                               bias=bias.data, dark_rate=rate.data, per_second=True)
+    calibrate = Calibrator(overscans=[inst.overscan_region], image_area=inst.image_region,
+                           overscan_method=method, master_bias=bias, master_dark=rate)
+    expected = [calibrate.calibrate(open_frame(p)).image.compute() / t
+                for p, t in zip(paths, times, strict=True)]
+    np.testing.assert_allclose(lazy.compute(), np.stack(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_master_builders_are_lazy_and_flats_are_scaled(frames):
+    inst, paths = frames
+    params = CalibrationParams(image_area=Region(**inst.image_region),
+                               overscans=(Region(**inst.overscan_region),))
+    geometry = StackGeometry(params=params, exptimes=(30.0, 60.0, 90.0, 120.0))
+    stack = open_stack(paths)
+    with raise_if_dask_computes():
+        dark = master_dark(stack, geometry, bias=None)
+        flat = master_flat(stack, geometry, bias=da.zeros(params.image_area.shape), dark_rate=None)
+    assert flat.params.scale == "median"
+    data, count = dask.compute(flat.data, flat.count)
+    assert abs(np.nanmedian(data) - 1) < 0.15 and count.max() == 4  # divided by its level
+    assert dark.data.shape == params.image_area.shape
