@@ -4,7 +4,6 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from conftest import raise_if_dask_computes
 
 from ccdflow import synthetic as syn
 from ccdflow.calibrate import CalibrationParams
@@ -14,6 +13,7 @@ from ccdflow.master import Master
 from ccdflow.masters import StackGeometry, corrected_stack, master_dark, master_flat
 from ccdflow.overscan import OverscanMethods
 from ccdflow.sections import Region
+from conftest import raise_if_dask_computes
 
 
 @pytest.fixture(scope="module", params=["columns", "rows"])

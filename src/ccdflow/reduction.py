@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,8 +20,9 @@ from ccdflow.errors import CcdflowError, ConfigError, MissingCalibrationError
 from ccdflow.io import export
 from ccdflow.io.write import write_fits
 from ccdflow.night.config import CalibrationConfig, ClusterConfig, NightConfig
+from ccdflow.night.plan import FramePlan
 from ccdflow.night.report import NightReport
-from ccdflow.night.run import reduce_night
+from ccdflow.night.run import plan_night, reduce_night
 from ccdflow.night.store import Store
 
 __all__ = ["ImageReduction"]
@@ -61,9 +63,9 @@ class ImageReduction:
                  sigma: float = 5.0, calibration: dict[str, Any] | None = None,
                  work_dir: str | os.PathLike | None = None, scheduler: str | None = "threads"):
         self.filelist = Path(filelist)
+        if str(combine_method) not in ("median", "mean"):
+            raise ConfigError("combine_method", f"expected 'median' or 'mean', got {combine_method!r}")
         params = CombineParams(method=combine_method, sigma_lower=sigma, sigma_upper=sigma)
-        if params.method.value not in ("median", "mean"):
-            raise ConfigError("combine_method", "expected 'median' or 'mean'")
         self.params = params
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ccdflow-"))
         self.config = NightConfig(
@@ -92,70 +94,74 @@ class ImageReduction:
 
         Raises
         ------
-        MissingCalibrationError
-            If no light could be calibrated (the reasons are named).
         ConfigError
-            If the file list is malformed (the line is named).
+            If the file list is malformed (the file and line are named).
+        MissingCalibrationError
+            If the list has no light frame.
+        CcdflowError
+            If any frame or master failed (each file is named with its reason).
         """
-        report = reduce_night(self.config, echo=lambda *_: None)
+        report = reduce_night(self.config, echo=lambda *_: None, progress=False)
         self.report = report
         if not report.ok:
             failures = "; ".join(f"{p}: {r}" for p, r in report.failures.items())
             raise CcdflowError(f"{self.filelist}: the reduction failed: {failures}")
-        lights = self._calibrated("light")
+        # the frames of this list only (not what an earlier run left in the store), in list order
+        plan = plan_night(self.config)
+        lights = self._calibrated(plan.frames, report, "light")
         if not lights:
             raise MissingCalibrationError(f"{self.filelist}: no light frame to reduce")
         data, self.error = self._combine(lights)
         self.image_hdu = fits.PrimaryHDU(data, header=self._header(lights, report))
-        arcs = self._calibrated("arc")
+        arcs = self._calibrated(plan.frames, report, "arc")
         if arcs:
             arc, _ = self._combine(arcs)
             self.arc_hdu = fits.PrimaryHDU(arc, header=self._header(arcs, report))
         return self.image_hdu
 
-    def _calibrated(self, kind: str) -> list[tuple[str, int, str]]:
-        """(cube, index, stem) of every calibrated frame of a type."""
-        store = Store(self.config.output / "work.zarr")
-        out = []
-        root = store.root("r")
-        for cube in (list(root["cubes"].group_keys()) if "cubes" in root else []):
-            if not cube.startswith("lights_" if kind == "light" else "arcs_"):
-                continue
-            for index, stem in enumerate(root[f"cubes/{cube}"].attrs["frames"]):
-                out.append((cube, index, stem))
-        return out
+    @staticmethod
+    def _calibrated(frames: list[FramePlan], report: NightReport, kind: str) -> list[FramePlan]:
+        """The planned frames of a type that were calibrated (now or by an earlier run)."""
+        ok = {path for path, f in report.frames.items() if f["status"] in ("done", "skipped")}
+        return [fp for fp in frames if fp.frame.type == kind and str(fp.frame.path) in ok]
 
-    def _combine(self, frames: list[tuple[str, int, str]]) -> tuple[np.ndarray, np.ndarray]:
+    def _combine(self, frames: list[FramePlan]) -> tuple[np.ndarray, np.ndarray]:
         store = Store(self.config.output / "work.zarr")
-        stack = da.concatenate([da.from_zarr(store.cube_arrays(cube)["image"])[index][None]
-                                for cube, index, _ in frames])
+        cubes: dict[str, da.Array] = {}
+        for fp in frames:
+            if fp.cube not in cubes:
+                cubes[fp.cube] = da.from_zarr(store.cube_arrays(fp.cube)["image"])
+        stack = da.concatenate([cubes[fp.cube][fp.index][None] for fp in frames])
         rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1])
         result = combine(stack.rechunk({0: -1, 1: rows, 2: -1}), params=self.params)
-        data, error = dask.compute(result.data, result.error)
+        scheduler = self.config.cluster.scheduler
+        local = scheduler in ("threads", "synchronous", "processes")
+        with dask.config.set(scheduler=scheduler) if local else contextlib.nullcontext():
+            data, error = dask.compute(result.data, result.error)
         return data, error
 
-    def _header(self, frames: list[tuple[str, int, str]], report: NightReport) -> fits.Header:
-        done = [f for f in report.frames.values() if f["status"] in ("done", "skipped")]
-        stems = {stem for _, _, stem in frames}
-        used = [f for f in done if Path(f["output"]).stem in stems]
-        first = fits.getheader(used[0]["output"])
-        header = first.copy(strip=True)
+    def _header(self, frames: list[FramePlan], report: NightReport) -> fits.Header:
+        # the calibrated products' headers: the listed HDU's cards, EXPTIME resolved by the plan
+        headers = [fits.getheader(fp.output) for fp in frames]
+        header = headers[0].copy(strip=True)
         for key in ("NFLAGGED", "NERRUNDF", "OVSCLVL", "CHECKSUM", "DATASUM"):
             header.remove(key, ignore_missing=True)
-        times = [fits.getheader(f["path"]).get("EXPTIME", 0.0) for f in used]
-        header["NCOMBINE"] = (len(used), "calibrated frames combined")
+        times = [float(h.get("EXPTIME", 0.0)) for h in headers]
+        header["NCOMBINE"] = (len(frames), "calibrated frames combined")
         header["EXPTOTAL"] = (float(np.sum(times)), "[s] total exposure of the inputs")
         header["EXPMEAN"] = (float(np.mean(times)), "[s] mean exposure of the inputs")
         header["CMETHOD"] = (self.params.method.value, "combine method")
         header["CSIGLO"] = (self.params.sigma_lower, "clipping sigma below")
         header["CSIGHI"] = (self.params.sigma_upper, "clipping sigma above")
         header["CSTDFUNC"] = (self.params.stdfunc.value, "clipping scale")
-        for name, master in report.masters.items():
+        used = dict.fromkeys(n for fp in frames for n in (fp.bias, fp.dark, fp.flat) if n)
+        for name in used:
+            master = report.masters[name]
             header[f"HIERARCH CCDFLOW MASTER {name.upper()}"] = Path(master["output"]).name
             header[f"HIERARCH CCDFLOW MASTER {name.upper()} N"] = len(master["inputs"])
         header["CCDFLVER"] = (__version__, "ccdflow version")
-        for i, f in enumerate(used, start=1):
-            header[f"INPUT{i:03d}"] = Path(f["path"]).name
+        for i, fp in enumerate(frames, start=1):
+            header[f"INPUT{i:03d}"] = Path(fp.frame.path).name
         return header
 
     def _image(self) -> np.ndarray:
@@ -171,8 +177,14 @@ class ImageReduction:
         return write_fits(path, hdus, overwrite=overwrite)
 
     def save_image(self, path: str | os.PathLike, **kwargs: Any) -> Path:
-        """Write a static image (PNG, JPG, SVG or PDF by suffix) with zscale limits."""
-        return export.save_image(self._image(), path, title=self._title(), **kwargs)
+        """Write a static image (PNG, JPG, SVG or PDF by suffix) with zscale limits.
+
+        ``kwargs`` go to `ccdflow.io.export.save_image` (``title``, ``cmap``, ``dpi``); the title
+        defaults to the object and the number of frames (``title=None`` for none).
+        """
+        image = self._image()
+        kwargs.setdefault("title", self._title())
+        return export.save_image(image, path, **kwargs)
 
     def to_html(self, path: str | os.PathLike) -> Path:
         """Write an interactive plotly figure as a self-contained HTML page."""

@@ -242,3 +242,19 @@ def test_unknown_option_raises(kwargs, match):
 def test_stack_must_be_3d():
     with pytest.raises(ValueError, match=r"must be 3-D.*\(4, 4\)"):
         combine_block(np.zeros((4, 4), dtype=np.float32))
+
+
+def test_a_very_deep_stack_takes_the_numpy_sort_path_and_matches_astropy():
+    from astropy.stats import sigma_clipped_stats
+
+    rng = np.random.default_rng(7)
+    values = rng.normal(1.0, 0.05, 5000)
+    values[::97] = 3.0
+    values[5] = np.nan
+    values[6] = -np.inf
+    out = combine_block(values.reshape(-1, 1, 1), method="mean", sigma_lower=3.0,
+                        sigma_upper=3.0, cenfunc="median", stdfunc="std")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = sigma_clipped_stats(values[np.isfinite(values)], sigma=3.0, maxiters=5)[0]
+    assert out[0, 0, 0] == pytest.approx(expected, rel=1e-6)

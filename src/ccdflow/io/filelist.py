@@ -110,7 +110,7 @@ def scan_directory(directory: str | os.PathLike) -> list[ListedFrame]:
         raise ConfigError(str(directory), "not a folder")
     frames = []
     for path in sorted(directory.iterdir()):
-        if not path.name.lower().endswith(FITS_SUFFIXES):
+        if not path.name.lower().endswith(FITS_SUFFIXES) or not path.is_file():
             continue
         hdu, header = read_header(path)
         value = header.get("IMAGETYP", header.get("OBSTYPE"))

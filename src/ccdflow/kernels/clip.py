@@ -196,6 +196,10 @@ def _combine_kernel(
             out[2, p0 + q] = b - a
 
 
+#: Deepest stack sorted by a network; deeper ones are pre-sorted with numpy.
+_NETWORK_MAX = 1024
+
+
 @functools.lru_cache(maxsize=64)
 def _sorting_network(n: int) -> np.ndarray:
     """Return the comparators, shape ``(ncomp, 2)``, of Batcher's merge sort for ``n`` values."""
@@ -318,5 +322,13 @@ def combine_block(
     nframes, ny, nx = stack.shape
     flat = np.ascontiguousarray(stack, dtype=dtype).reshape(nframes, ny * nx)
     out = np.empty((3, ny * nx), dtype=np.float32)
-    _combine_kernel(flat, _sorting_network(nframes), out, *codes)
+    if nframes > _NETWORK_MAX:
+        # A very deep stack (e.g. every pixel of a frame as one sample): numpy sorts it faster than
+        # a network could even be built. Non-finite values go last, as the kernel expects, and an
+        # empty network leaves the sorted order alone.
+        flat = np.sort(np.where(np.isfinite(flat), flat, np.nan), axis=0)
+        pairs = np.empty((0, 2), dtype=np.int64)
+    else:
+        pairs = _sorting_network(nframes)
+    _combine_kernel(flat, pairs, out, *codes)
     return out.reshape(3, ny, nx)

@@ -27,7 +27,7 @@ class FrameInfo:
     exptime: float | None = None
     filter: str = ""
     object: str = ""
-    processed: bool = False  # floating-point data: a reduced product, not a raw readout
+    processed: bool = False  # floating-point or rescaled data: a reduced product, not a raw readout
     header: str = ""  # the header as FITS text: small, picklable, exact
     identity: tuple = ()
     error: str | None = None
@@ -58,6 +58,13 @@ def file_identity(path: Path) -> tuple:
     return (str(path), st.st_size, st.st_mtime_ns)
 
 
+def _is_reduced_product(header: fits.Header) -> bool:
+    """Raw readouts are plain integers; floating-point or rescaled (BSCALE != 1) data is a product."""
+    bitpix = int(header.get("ZBITPIX", header.get("BITPIX", 16)))
+    bscale = header.get("BSCALE", 1.0)
+    return bitpix < 0 or (isinstance(bscale, int | float) and bscale != 1)
+
+
 def describe_frames(listed: list[ListedFrame]) -> list[FrameInfo]:
     """Read every listed frame's header (never its pixels); unreadable frames carry an error.
 
@@ -81,7 +88,7 @@ def describe_frames(listed: list[ListedFrame]) -> list[FrameInfo]:
                 exptime=find_exposure_time(header, path=str(entry.path)),
                 filter=str(header.get("FILTER", "")).strip(),
                 object=str(header.get("OBJECT", "")).strip(),
-                processed=int(header.get("ZBITPIX", header.get("BITPIX", 16))) < 0,
+                processed=_is_reduced_product(header),
                 header=header.tostring(), identity=file_identity(entry.path),
             ))
         except CcdflowError as err:

@@ -93,8 +93,9 @@ def _header_value(header: fits.Header, keys: tuple[str, ...], what: str, frame: 
 def is_processed(frame: FrameInfo, config: NightConfig) -> bool:
     """Whether a calibration frame or arc is a reduced product, used without overscan/bias/dark.
 
-    Raw CCD readouts are integers; a floating-point bias, dark, flat or arc is taken as already
-    processed (overscan-corrected, trimmed, bias-subtracted), so it is never corrected twice.
+    Raw CCD readouts are plain integers; a floating-point (or BSCALE-rescaled) bias, dark, flat or
+    arc is taken as already processed (overscan-corrected, trimmed, bias-subtracted), so it is
+    never corrected twice.
     """
     return (config.calibration.float_frames_are_processed and frame.processed
             and frame.type != "light")
@@ -147,23 +148,38 @@ def _master_groups(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
     return groups
 
 
+def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
+                     failures: dict[str, str]) -> tuple[list[FrameInfo], CalibrationParams]:
+    """Keep the frames sharing the group's most common layout; report the others as failures."""
+    layouts: dict[tuple, list[tuple[FrameInfo, CalibrationParams]]] = defaultdict(list)
+    for frame in group:
+        try:
+            params = frame_params(frame, config)
+        except CcdflowError as err:
+            failures[str(frame.path)] = f"{type(err).__name__}: {err}"
+            continue
+        layouts[(frame.shape, params.image_area, params.overscans,
+                 is_processed(frame, config))].append((frame, params))
+    if not layouts:
+        raise IncompatibleFramesError(group[0].path, f"no usable frame in the {name} group")
+    keep = max(layouts.values(), key=len)
+    odd_ones = [member for members in layouts.values() if members is not keep for member in members]
+    reference = keep[0][0]
+    for frame, _ in odd_ones:
+        # a raw frame among processed ones also differs in shape: name the mix, the real cause
+        why = ("mixes raw (integer) and processed (floating-point) frames"
+               if is_processed(frame, config) != is_processed(reference, config)
+               else "shape or layout differs")
+        failures[str(frame.path)] = (f"IncompatibleFramesError: {frame.path}: {why} from "
+                                     f"{reference.path} in the {name} group; left out")
+    return [frame for frame, _ in keep], keep[0][1]
+
+
 def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
-                 available: dict[str, MasterPlan]) -> MasterPlan:
+                 available: dict[str, MasterPlan], failures: dict[str, str]) -> MasterPlan:
     kind = name.split("_")[0]
-    params = [frame_params(f, config) for f in group]
-    first = params[0]
+    group, first = _majority_layout(name, group, config, failures)
     processed = is_processed(group[0], config)
-    for frame, p in zip(group, params, strict=True):
-        # checked first: a raw frame among processed ones also differs in shape and layout, and
-        # the mix is the cause worth reporting
-        if is_processed(frame, config) != processed:
-            raise IncompatibleFramesError(
-                frame.path, f"mixes raw (integer) and processed (floating-point) frames in the "
-                f"{name} group")
-        if frame.shape != group[0].shape or p.image_area != first.image_area \
-                or p.overscans != first.overscans:
-            raise IncompatibleFramesError(
-                frame.path, f"shape or layout differs from {group[0].path} in the {name} group")
     needs = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark")}[kind]
     if processed:
         needs = ()
@@ -228,7 +244,7 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
             plan.warnings.append(f"{name}: only {len(group)} frame(s), fewer than the "
                                  f"{config.min_frames[kind]} asked for (min_frames.{kind})")
         try:
-            masters[name] = _plan_master(name, group, config, masters)
+            masters[name] = _plan_master(name, group, config, masters, plan.failures)
         except CcdflowError as err:
             for frame in group:
                 plan.failures[str(frame.path)] = f"{type(err).__name__}: {err}"

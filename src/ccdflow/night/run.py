@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import sys
 import time
@@ -42,26 +43,26 @@ def plan_night(config: NightConfig) -> Plan:
     return make_plan(describe_frames(listed), config)
 
 
-def _progress(iterable, total: int, label: str):
-    return click.progressbar(iterable, length=total, label=label, file=sys.stderr,
-                             show_pos=True)
+def _progress(iterable, total: int, label: str, show: bool):
+    return click.progressbar(iterable, length=total, label=label, show_pos=True,
+                             file=sys.stderr if show else io.StringIO())
 
 
-def _run_jobs(jobs: list[FrameJob], client: Client | None) -> list[FrameResult]:
+def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[FrameResult]:
     if not jobs:
         return []
     if client is None:
         tasks = [dask.delayed(calibrate_frame_job, pure=False)(job) for job in jobs]
         results = []
-        with _progress(range(len(tasks)), len(tasks), "lights") as bar:
+        with _progress(range(len(tasks)), len(tasks), "lights", show) as bar:
             for start in range(0, len(tasks), 8):  # batches, so the bar moves
                 results.extend(dask.compute(*tasks[start:start + 8]))
                 bar.update(len(tasks[start:start + 8]))
         return results
-    keys = [f"calibrate-{job.plan.frame.stem}-{job.plan.key[:10]}" for job in jobs]
+    keys = [f"calibrate-{job.plan.output.stem}-{job.plan.key[:10]}" for job in jobs]
     futures = client.map(calibrate_frame_job, jobs, key=keys, pure=False)
     results = []
-    with _progress(as_completed(futures), len(futures), "lights") as bar:
+    with _progress(as_completed(futures), len(futures), "lights", show) as bar:
         for future in bar:
             results.append(future.result())
     return results
@@ -71,7 +72,7 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, norms: dict[str, 
                 failed_masters: dict[str, str], report: NightReport) -> list[FrameJob]:
     for cube, frames in plan.cubes().items():
         shape = frames[0].params.image_area.shape
-        store.ensure_cube(cube, frames=[f.frame.stem for f in frames], shape=shape,
+        store.ensure_cube(cube, frames=[f.output.stem for f in frames], shape=shape,
                           rows=cube_rows(shape))
     jobs = []
     for fp in plan.frames:
@@ -82,12 +83,12 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, norms: dict[str, 
                 error=f"MissingCalibrationError: master {missing[0]} could not be built "
                       f"({failed_masters[missing[0]]})"))
             continue
-        record = store.record(fp.cube, fp.frame.stem)
+        record = store.record(fp.cube, fp.output.stem)
         if record and record.get("key") == fp.key and fp.output.exists():
             report.frames[str(fp.frame.path)] = asdict(FrameResult(
                 str(fp.frame.path), str(fp.output), "skipped", 0.0, None, record.get("stats")))
             continue
-        store.forget_record(fp.cube, fp.frame.stem)
+        store.forget_record(fp.cube, fp.output.stem)
         jobs.append(FrameJob(fp, store, norms.get(fp.flat, float("nan")),
                              config.calibration.mask))
     return jobs
@@ -101,7 +102,7 @@ def _remove_stale_temporaries(config: NightConfig) -> None:
 
 
 def reduce_night(config: NightConfig, *, scheduler: str | None = None,
-                 n_workers: int | None = None, echo=print) -> NightReport:
+                 n_workers: int | None = None, echo=print, progress: bool = True) -> NightReport:
     """Reduce a whole night: masters, calibrated lights (and arcs), optional stacks, report.
 
     Finished work whose inputs and parameters are unchanged is reused; a bad frame is reported
@@ -117,6 +118,8 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
         Overrides ``config.cluster.n_workers``.
     echo : callable
         Where progress lines go.
+    progress : bool
+        Show a progress bar for the lights on standard error.
 
     Returns
     -------
@@ -163,7 +166,7 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
         report.seconds["masters"] = time.perf_counter() - t
         t = time.perf_counter()
         jobs = _frame_jobs(plan, store, config, norms, failed, report)
-        for result in _run_jobs(jobs, client):
+        for result in _run_jobs(jobs, client, progress):
             report.frames[result.path] = asdict(result)
         report.seconds["lights"] = time.perf_counter() - t
         if config.stack_lights:

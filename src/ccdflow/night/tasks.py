@@ -75,7 +75,7 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         write_calibrated(plan.output, image=cube[0], error=cube[1], header=header,
                          mask=cube[2].astype("uint8") if job.write_mask else None)
         seconds = time.perf_counter() - start
-        store.write_record(plan.cube, plan.frame.stem, {
+        store.write_record(plan.cube, plan.output.stem, {
             "key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats})
         return FrameResult(str(plan.frame.path), str(plan.output), "done", seconds, None, stats)
     except CcdflowError as err:
