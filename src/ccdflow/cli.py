@@ -27,9 +27,14 @@ def main(verbose: bool) -> None:
     """Calibrate whole nights of CCD frames in parallel on Dask."""
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # distributed installs its own INFO handlers; keep the terminal to our progress and summary
-    for name in ("distributed", "bokeh", "tornado"):
+    # distributed sets its own loggers to INFO when imported: import it now, then quieten them,
+    # so that the terminal shows our progress and summary
+    import distributed  # noqa: F401
+
+    for name in ("distributed", "tornado"):
         logging.getLogger(name).setLevel(level)
+    # the dashboard's host-wildcard notice is not actionable for a local cluster
+    logging.getLogger("bokeh").setLevel(level if verbose else logging.ERROR)
 
 
 def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
 from dataclasses import dataclass, replace
 
 import dask
 import dask.array as da
+from dask.diagnostics import ProgressBar
+from distributed import Client, progress
 
 from ccdflow.calibrate import flat_norm
 from ccdflow.combine import rejected_fraction
@@ -56,7 +60,20 @@ def _combine(plan: MasterPlan, store: Store):
     return master_flat(stack, geometry, bias=bias, dark_rate=dark, params=plan.combine)
 
 
-def build_master(plan: MasterPlan, store: Store, config: NightConfig) -> MasterResult:
+def _compute(result, client: Client | None, show: bool):
+    """Compute a combine's three arrays in one pass, with a progress bar on the terminal."""
+    arrays = (result.data, result.error, result.count)
+    if client is not None:
+        futures = client.compute(list(arrays))
+        if show:
+            progress(futures, notebook=False)
+        return client.gather(futures)
+    with ProgressBar(out=sys.stderr) if show else contextlib.nullcontext():
+        return dask.compute(*arrays)
+
+
+def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
+                 client: Client | None = None, show: bool = False) -> MasterResult:
     """Build (or reuse) one master; unreadable input frames are dropped and reported.
 
     Parameters
@@ -67,6 +84,10 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig) -> MasterR
         The night's zarr store.
     config : NightConfig
         For the output folder.
+    client : distributed.Client, optional
+        The cluster's client; the local dask scheduler otherwise.
+    show : bool
+        Show a progress bar.
 
     Returns
     -------
@@ -81,7 +102,7 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig) -> MasterR
     while True:
         try:
             result = _combine(plan, store)
-            data, error, count = dask.compute(result.data, result.error, result.count)
+            data, error, count = _compute(result, client, show)
             break
         except FrameError as err:
             # a corrupt input: leave it out and combine the rest

@@ -157,7 +157,7 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
                                                "error": failed[master.name], "seconds": 0.0}
                 continue
             echo(f"master {master.name}: {len(master.frames)} frames")
-            result = build_master(master, store, config)
+            result = build_master(master, store, config, client=client, show=progress)
             report.masters[master.name] = result.to_dict()
             if result.status == "failed":
                 failed[master.name] = result.error

@@ -59,22 +59,30 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
     """
     plan, store = job.plan, job.store
     start = time.perf_counter()
+    clock = _Stopwatch()
     try:
         masters = Masters(*(store.read_master(name) if name else None
                             for name in (plan.bias, plan.dark, plan.flat)))
         check_geometry(plan.frame.shape, plan.params, masters, path=str(plan.frame.path),
                        hdu=plan.frame.hdu)
+        clock.lap("masters")
         raw = read_rows(str(plan.frame.path), plan.frame.hdu, slice(None))
+        clock.lap("read")
         dark_scale = plan.params.exptime / (masters.dark.exptime or 1.0) if masters.dark else 1.0
         cube, stats = calibrate_array(raw, params=plan.params, masters=masters,
                                       dark_scale=dark_scale, norm=job.flat_norm)
-        store.write_frame(plan.cube, plan.index, cube[0], cube[1], cube[2].astype("uint8"))
+        mask = cube[2].astype("uint8")
+        clock.lap("calibrate")
+        store.write_frame(plan.cube, plan.index, cube[0], cube[1], mask)
+        clock.lap("zarr")
         header = calibrated_header(plan.frame.fits_header(), params=plan.params, masters=masters,
                                    dark_scale=dark_scale, flat_norm=job.flat_norm, stats=stats,
                                    history=f"raw file {Path(plan.frame.path).name}")
         write_calibrated(plan.output, image=cube[0], error=cube[1], header=header,
-                         mask=cube[2].astype("uint8") if job.write_mask else None)
+                         mask=mask if job.write_mask else None)
+        clock.lap("fits")
         seconds = time.perf_counter() - start
+        stats = {**stats, "timings": clock.laps}
         store.write_record(plan.cube, plan.output.stem, {
             "key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats})
         return FrameResult(str(plan.frame.path), str(plan.output), "done", seconds, None, stats)
@@ -82,3 +90,16 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         logger.error("%s: %s", plan.frame.path, err)
         return FrameResult(str(plan.frame.path), str(plan.output), "failed",
                            time.perf_counter() - start, f"{type(err).__name__}: {err}")
+
+
+class _Stopwatch:
+    """Seconds spent in each named step of a task, for the report and the benchmarks."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
