@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import yaml
-from _common import BENCH_DIR, write_record
 
+from _common import BENCH_DIR, write_record
 from ccdflow import synthetic
 from ccdflow.night import load_config, reduce_night
 
