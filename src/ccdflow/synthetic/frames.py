@@ -7,16 +7,14 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["Instrument", "SyntheticFrame", "SyntheticNight", "Truth", "make_frame", "make_truth",
-           "write_night"]
+__all__ = ["Instrument", "SyntheticFrame", "Truth", "make_frame", "make_truth"]
 
-_KINDS = ("bias", "dark", "flat", "light")
+FRAME_KINDS = ("bias", "dark", "flat", "light")
 _MJD_EPOCH = datetime(1858, 11, 17)
 
 
@@ -305,8 +303,8 @@ def make_frame(truth: Truth, *, imagetyp: str, exptime: float = 0.0, filter: str
     ((32, 36), 'uint16', 'LIGHT')
     """
     kind, inst = str(imagetyp).lower(), truth.instrument
-    if kind not in _KINDS:
-        raise ValueError(f"imagetyp must be one of {_KINDS}, not {imagetyp!r}")
+    if kind not in FRAME_KINDS:
+        raise ValueError(f"imagetyp must be one of {FRAME_KINDS}, not {imagetyp!r}")
     if exptime < 0:
         raise ValueError(f"exptime must be >= 0, not {exptime!r}")
     t = 0.0 if kind == "bias" else float(exptime)
@@ -399,114 +397,3 @@ def _header(inst: Instrument, kind: str, t: float, filter: str | None, object: s
         ("TRIMSEC", inst.datasec), ("CCDSUM", "1 1"), ("CCD-TEMP", -100.0), ("SYNSEED", int(seed)),
     ]
     return fits.Header(cards)
-
-
-@dataclass(frozen=True)
-class SyntheticNight:
-    """A synthetic night written to disk by `write_night`.
-
-    Attributes
-    ----------
-    directory : pathlib.Path
-        Root folder; raw frames are under ``directory / "raw"``.
-    instrument, truth : Instrument, Truth
-        The detector and its signatures.
-    files : dict of str to list of pathlib.Path
-        Paths per frame type (``"bias"``, ``"dark"``, ``"flat"``, ``"light"``).
-    filelist : pathlib.Path
-        The ``night.csv`` file list (``type, path`` lines, paths relative to its folder).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> night = write_night(tempfile.mkdtemp(), instrument=Instrument(ny=8, nx=8, n_overscan=2),
-    ...                     n_bias=1, n_dark=0, n_flat=0, n_light=0)
-    >>> night.filelist.read_text().splitlines()[1]
-    'bias, raw/bias_000.fits'
-    """
-
-    directory: Path
-    instrument: Instrument
-    truth: Truth
-    files: dict[str, list[Path]]
-    filelist: Path
-
-
-def write_night(directory: str | Path, *, instrument: Instrument = Instrument(),
-                filters: Sequence[str] = ("V", "R"), n_bias: int = 5, n_dark: int = 5,
-                dark_exptimes: Sequence[float] = (60.0, 120.0), n_flat: int = 5,
-                flat_exptime: float = 5.0, n_light: int = 3, light_exptime: float = 120.0,
-                seed: int = 0) -> SyntheticNight:
-    """Write a night of raw frames and its ``night.csv`` file list.
-
-    Parameters
-    ----------
-    directory : str or pathlib.Path
-        Output folder, created if needed; existing files of the same names are overwritten.
-    instrument : Instrument
-        The detector.
-    filters : sequence of str
-        Filters of the flats and lights.
-    n_bias, n_dark, n_flat, n_light : int
-        Number of biases, of darks per exposure time, of flats and of lights per filter. Flat levels
-        vary within 16000-24000 ADU like twilight flats; all lights show the same star field.
-    dark_exptimes : sequence of float
-        Dark exposure times in seconds.
-    flat_exptime, light_exptime : float
-        Flat and light exposure times in seconds.
-    seed : int
-        Master seed; the truth uses it and every frame gets its own seed derived from it.
-
-    Returns
-    -------
-    SyntheticNight
-        Paths, instrument and truth of the night.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> night = write_night(tempfile.mkdtemp(), instrument=Instrument(ny=16, nx=16, n_overscan=4),
-    ...                     n_bias=1, n_dark=1, dark_exptimes=(30.0,), n_flat=1, n_light=1)
-    >>> [p.name for p in night.files["dark"]]
-    ['dark_030s_000.fits']
-    """
-    root = Path(directory)
-    (root / "raw").mkdir(parents=True, exist_ok=True)
-    truth = make_truth(instrument, filters=filters, seed=seed)
-    rng = np.random.default_rng([seed, 1])
-    clock = datetime(2024, 1, 1, 16) + timedelta(days=int(seed) % 365)
-    files: dict[str, list[Path]] = {kind: [] for kind in _KINDS}
-    plan: list[tuple[str, str, dict[str, Any]]] = []
-    plan += [("bias", f"bias_{i:03d}", {}) for i in range(n_bias)]
-    for t in dark_exptimes:
-        plan += [("dark", f"dark_{_tag(t)}_{i:03d}", dict(exptime=t)) for i in range(n_dark)]
-    for f in filters:
-        plan += [("flat", f"flat_{_safe(f)}_{i:03d}",
-                  dict(exptime=flat_exptime, filter=f, flat_level=20000 * rng.uniform(0.8, 1.2)))
-                 for i in range(n_flat)]
-    for f in filters:
-        plan += [("light", f"light_{_safe(f)}_{i:03d}", dict(exptime=light_exptime, filter=f))
-                 for i in range(n_light)]
-    for index, (kind, stem, kwargs) in enumerate(plan):
-        child = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-        frame = make_frame(truth, imagetyp=kind, seed=child,
-                           date_obs=clock.isoformat(timespec="milliseconds"), **kwargs)
-        path = root / "raw" / f"{stem}.fits"
-        frame.hdu.writeto(path, overwrite=True)
-        files[kind].append(path)
-        clock += timedelta(seconds=float(kwargs.get("exptime", 0.0)) + 20.0)
-    filelist = root / "night.csv"
-    lines = ["# ccdflow synthetic night"]
-    lines += [f"{kind}, {p.relative_to(root).as_posix()}" for kind in _KINDS for p in files[kind]]
-    filelist.write_text("\n".join(lines) + "\n")
-    return SyntheticNight(directory=root, instrument=instrument, truth=truth, files=files,
-                          filelist=filelist)
-
-
-def _tag(seconds: float) -> str:
-    value = float(seconds)
-    return f"{int(value):03d}s" if value.is_integer() else f"{value:g}s".replace(".", "p")
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in str(name))
