@@ -179,12 +179,10 @@ class ImageReduction:
     def save_image(self, path: str | os.PathLike, **kwargs: Any) -> Path:
         """Write a static image (PNG, JPG, SVG or PDF by suffix) with zscale limits.
 
-        ``kwargs`` go to `ccdflow.io.export.save_image` (``title``, ``cmap``, ``dpi``); the title
-        defaults to the object and the number of frames (``title=None`` for none).
+        ``kwargs`` go to `ccdflow.io.export.save_image` (``title``, ``cmap``, ``dpi``). Without a
+        title the picture has exactly the image's aspect, one image pixel per picture pixel.
         """
-        image = self._image()
-        kwargs.setdefault("title", self._title())
-        return export.save_image(image, path, **kwargs)
+        return export.save_image(self._image(), path, **kwargs)
 
     def to_html(self, path: str | os.PathLike) -> Path:
         """Write an interactive plotly figure as a self-contained HTML page."""
