@@ -11,11 +11,13 @@ import dask.array as da
 import numpy as np
 
 from ccdflow.errors import ConfigError, IncompatibleFramesError
-from ccdflow.kernels.calibrate import apply_calibration
+from ccdflow.kernels.calibrate import FLAG_BAD_INPUT, FLAG_FLAT, FLAG_MASTER, calibrate_pixels
 from ccdflow.kernels.clip import combine_block
 from ccdflow.master import Master
-from ccdflow.overscan import OverscanMethods, OverscanParams, UserOverscan, correct_overscan
+from ccdflow.overscan import OverscanMethods, OverscanParams, UserOverscan, overscan_correction
 from ccdflow.sections import Region
+
+_UNCALIBRATABLE = FLAG_BAD_INPUT | FLAG_FLAT | FLAG_MASTER
 
 __all__ = ["CalibratedFrame", "CalibrationParams", "Masters", "calibrate_array", "flat_norm"]
 
@@ -134,17 +136,9 @@ def flat_norm(flat: Master) -> float:
     return float(out[0, 0, 0])
 
 
-def _trim_variance(var, area: Region):
-    """Cut a per-line overscan variance (ny,1)/(1,nx) to the image area; scalars pass through."""
-    if np.ndim(var) < 2:
-        return var
-    rows = area.slices[0] if var.shape[0] > 1 else slice(None)
-    cols = area.slices[1] if var.shape[1] > 1 else slice(None)
-    return var[rows, cols]
-
-
 def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Masters,
-                    dark_scale: float = 1.0, norm: float = 1.0) -> tuple[np.ndarray, dict]:
+                    dark_scale: float = 1.0, norm: float = 1.0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Calibrate one raw frame held in memory (the per-frame task of every higher layer).
 
     Parameters
@@ -162,45 +156,32 @@ def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Mast
 
     Returns
     -------
-    (numpy.ndarray, dict)
-        float32 ``(3, rows, columns)`` image, error and mask bits; and the frame's statistics.
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray, dict)
+        float32 image and error, uint8 mask bits, and the frame's statistics.
     """
-    corrected, var_o, level = correct_overscan(
-        raw, params.overscans, params.overscan_method, params.overscan_params
-    )
-    area = params.image_area.slices
-    x = corrected[area].astype(np.float64)
-    master_bad = np.zeros(x.shape, dtype=bool)
-    undefined_error = np.zeros(x.shape, dtype=bool)
-    for master in (masters.bias, masters.dark):
-        if master is not None:
-            master_bad |= ~np.isfinite(master.data)
-            if master.error is not None:
-                undefined_error |= np.isfinite(master.data) & ~np.isfinite(master.error)
-    flat = var_flat = None
-    if masters.flat is not None:
-        flat = masters.flat.data / np.float32(norm)
-        if masters.flat.error is not None:
-            var_flat = np.square(masters.flat.error / np.float64(norm))
-            undefined_error |= np.isfinite(flat) & ~np.isfinite(masters.flat.error)
-    if masters.bias is not None:
-        x -= masters.bias.data
-    out = apply_calibration(
-        x, var_overscan=_trim_variance(var_o, params.image_area), raw=raw[area],
-        saturation=params.saturation,
-        dark=None if masters.dark is None else masters.dark.data,
-        var_dark=None if masters.dark is None else masters.dark.variance, dark_scale=dark_scale,
-        var_bias=None if masters.bias is None else masters.bias.variance,
-        flat=flat, var_flat=var_flat, gain=params.gain, read_noise=params.read_noise,
-        master_bad=master_bad,
+    level, var_level = 0.0, 0.0
+    level_median = 0.0
+    if params.overscans:
+        level, var_level = overscan_correction(raw, params.overscans, params.overscan_method,
+                                               params.overscan_params)
+        finite = np.asarray(level)[np.isfinite(level)]
+        level_median = float(np.median(finite)) if finite.size else float("nan")
+    bias, dark, flat = masters.bias, masters.dark, masters.flat
+    image, error, mask, undefined = calibrate_pixels(
+        raw, area=params.image_area.bounds, level=level, var_level=var_level,
+        bias=None if bias is None else bias.data, bias_err=None if bias is None else bias.error,
+        dark=None if dark is None else dark.data, dark_err=None if dark is None else dark.error,
+        dark_scale=dark_scale, flat=None if flat is None else flat.data,
+        flat_err=None if flat is None else flat.error, norm=norm, gain=params.gain,
+        read_noise=params.read_noise, saturation=params.saturation,
     )
     stats = {
-        "overscan_level": level,
-        "undefined_master_error": int(undefined_error.sum()),
-        "flagged": int((out[2] != 0).sum()),
-        "not_calibrated": int(np.isnan(out[0]).sum()),
+        "overscan_level": level_median,
+        "undefined_master_error": undefined,
+        "flagged": int(np.count_nonzero(mask)),
+        "not_calibrated": int(np.count_nonzero(mask & _UNCALIBRATABLE)),
     }
-    return out, stats
+    return image, error, mask, stats
 
 
 def check_geometry(shape: tuple[int, int], params: CalibrationParams, masters: Masters, *,
@@ -227,14 +208,16 @@ def calibrate_lazy(data: da.Array, *, params: CalibrationParams, masters: Master
                    dark_scale: float, norm: float) -> CalibratedFrame:
     """Wrap `calibrate_array` over a frame's dask array: one task, nothing computed."""
     block = data.rechunk(data.shape) if data.numblocks != (1, 1) else data
-    task = dask.delayed(calibrate_array, pure=True, nout=2)(
+    task = dask.delayed(calibrate_array, pure=True, nout=4)(
         block.to_delayed().ravel()[0], params=params, masters=masters,
         dark_scale=dark_scale, norm=norm,
     )
     shape = params.image_area.shape
-    cube = da.from_delayed(task[0], shape=(3, *shape), dtype=np.float32,
-                           meta=np.empty((0, 0, 0), np.float32))
+    image, error, mask = (
+        da.from_delayed(task[i], shape=shape, dtype=dtype, meta=np.empty((0, 0), dtype))
+        for i, dtype in ((0, np.float32), (1, np.float32), (2, np.uint8))
+    )
     return CalibratedFrame(
-        image=cube[0], error=cube[1], mask=cube[2].astype(np.uint8), stats=task[1],
+        image=image, error=error, mask=mask, stats=task[3],
         params=params, masters=masters, dark_scale=dark_scale, flat_norm=norm,
     )

@@ -14,7 +14,7 @@ from ccdflow.params import check_keys, parse_int, parse_number, to_plain_dict
 from ccdflow.sections import Region
 
 __all__ = [
-    "OverscanMethods", "OverscanParams", "UserOverscan", "correct_overscan", "overscan_correction",
+    "OverscanMethods", "OverscanParams", "UserOverscan", "overscan_correction",
 ]
 
 #: A user overscan method: takes the raw image and the overscan regions (list of dicts),
@@ -114,40 +114,3 @@ def overscan_correction(
         raw, [r.bounds for r in overscans], method=OverscanMethods(method).value,
         sigma=params.sigma, maxiters=params.maxiters, order=params.order,
     )
-
-
-def correct_overscan(
-    raw: np.ndarray,
-    overscans: Sequence[Region],
-    method: OverscanMethods | UserOverscan,
-    params: OverscanParams = OverscanParams(),
-) -> tuple[np.ndarray, np.ndarray | float, float]:
-    """Subtract the overscan from a whole raw frame.
-
-    Parameters
-    ----------
-    raw : numpy.ndarray
-        The raw frame (float32), overscan included.
-    overscans : sequence of Region
-        The overscan areas; empty means no correction.
-    method : OverscanMethods or callable
-        A built-in method, or ``f(image, overscans) -> corrected image`` (its correction carries no
-        variance).
-    params : OverscanParams
-        Knobs of the built-in methods.
-
-    Returns
-    -------
-    corrected : numpy.ndarray
-        ``raw - level``, float32.
-    variance : numpy.ndarray or float
-        Variance of the subtracted level, broadcastable to ``raw``.
-    level : float
-        The median level subtracted, for the header (NaN if no overscan pixel was finite).
-    """
-    if not overscans:
-        return raw, 0.0, 0.0
-    level, variance = overscan_correction(raw, overscans, method, params)
-    corrected = (raw - level).astype(np.float32)
-    finite = np.asarray(level)[np.isfinite(level)]
-    return corrected, variance, float(np.median(finite)) if finite.size else float("nan")

@@ -115,8 +115,9 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
     -------
     pathlib.Path
     """
-    hdus = [fits.PrimaryHDU(np.asarray(image, dtype=np.float32), header=header),
-            fits.ImageHDU(np.asarray(error, dtype=np.float32), name="ERROR")]
+    # FITS is big-endian: converting once here spares astropy a byteswap there and back
+    hdus = [fits.PrimaryHDU(np.asarray(image, dtype=">f4"), header=header),
+            fits.ImageHDU(np.asarray(error, dtype=">f4"), name="ERROR")]
     hdus[1].header["BUNIT"] = ("adu", "1-sigma error of the primary image")
     if mask is not None:
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))

@@ -1,107 +1,181 @@
-"""Per-pixel calibration of one trimmed frame and its error propagation, in plain numpy."""
+"""Per-pixel calibration of one frame and its error propagation: one fused pass (numba)."""
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
-__all__ = ["FLAG_BAD_INPUT", "FLAG_FLAT", "FLAG_MASTER", "FLAG_SATURATED", "apply_calibration"]
+__all__ = ["FLAG_BAD_INPUT", "FLAG_FLAT", "FLAG_MASTER", "FLAG_SATURATED", "calibrate_pixels"]
 
 #: Mask bits of the optional ``MASK`` extension.
 FLAG_BAD_INPUT = 1
 FLAG_SATURATED = 2
 FLAG_FLAT = 4
 FLAG_MASTER = 8
+_UNCALIBRATABLE = FLAG_BAD_INPUT | FLAG_FLAT | FLAG_MASTER
+_NONE = np.empty((0, 0), dtype=np.float32)
 
 
-def apply_calibration(
-    x: np.ndarray,
+@numba.njit(nogil=True, cache=True)
+def _kernel(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_scale, flat,
+            flat_err, norm, gain, read_noise, saturation, image, error, mask):  # pragma: no cover
+    ny, nx = image.shape
+    has_bias, has_dark, has_flat = bias.size > 0, dark.size > 0, flat.size > 0
+    has_bias_err, has_dark_err, has_flat_err = bias_err.size > 0, dark_err.size > 0, \
+        flat_err.size > 0
+    per_row, per_col = level.shape[0] > 1, level.shape[1] > 1
+    rn2 = (read_noise / gain) ** 2
+    undefined = 0
+    for i in range(ny):
+        for j in range(nx):
+            r = np.float64(raw[y0 + i, x0 + j])
+            li = y0 + i if per_row else 0
+            lj = x0 + j if per_col else 0
+            flags = 0
+            if not math.isfinite(r):
+                flags |= 1
+            x = r - level[li, lj]
+            var = var_level[li, lj]
+            if has_bias:
+                b = bias[i, j]
+                if not math.isfinite(b):
+                    flags |= 8
+                x -= b
+                if has_bias_err:
+                    e = bias_err[i, j]
+                    if math.isfinite(e):
+                        var += e * e
+                    elif math.isfinite(b):
+                        undefined += 1
+            var += max(x, 0.0) / gain + rn2
+            value = x
+            if has_dark:
+                d = dark[i, j]
+                if not math.isfinite(d):
+                    flags |= 8
+                value -= dark_scale * d
+                if has_dark_err:
+                    e = dark_err[i, j]
+                    if math.isfinite(e):
+                        var += dark_scale * dark_scale * e * e
+                    elif math.isfinite(d):
+                        undefined += 1
+            if has_flat:
+                f = flat[i, j] / norm
+                if not f > 0:
+                    flags |= 4
+                else:
+                    value /= f
+                    var /= f * f
+                    if has_flat_err:
+                        e = flat_err[i, j] / norm
+                        if math.isfinite(e):
+                            var += value * value * e * e / (f * f)
+                        else:
+                            undefined += 1
+            if r >= saturation:
+                flags |= 2
+            if (flags & 13) == 0 and not math.isfinite(value):
+                flags |= 1  # e.g. an overscan level without any finite pixel
+            if flags & 13:
+                image[i, j] = np.nan
+                error[i, j] = np.nan
+            else:
+                image[i, j] = value
+                error[i, j] = math.sqrt(var)
+            mask[i, j] = flags
+    return undefined
+
+
+def _array(values, dtype=np.float32) -> np.ndarray:
+    return _NONE if values is None else np.ascontiguousarray(values, dtype=dtype)
+
+
+def calibrate_pixels(
+    raw: np.ndarray,
     *,
-    var_overscan: np.ndarray | float = 0.0,
-    raw: np.ndarray | None = None,
-    saturation: float | None = None,
+    area: tuple[int, int, int, int],
+    level: np.ndarray | float = 0.0,
+    var_level: np.ndarray | float = 0.0,
+    bias: np.ndarray | None = None,
+    bias_err: np.ndarray | None = None,
     dark: np.ndarray | None = None,
-    var_dark: np.ndarray | None = None,
+    dark_err: np.ndarray | None = None,
     dark_scale: float = 1.0,
-    var_bias: np.ndarray | None = None,
     flat: np.ndarray | None = None,
-    var_flat: np.ndarray | None = None,
+    flat_err: np.ndarray | None = None,
+    norm: float = 1.0,
     gain: float = 1.0,
     read_noise: float = 0.0,
-    master_bad: np.ndarray | None = None,
-) -> np.ndarray:
-    """Dark-subtract and flat-field a bias-subtracted frame, propagating its variance.
+    saturation: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Calibrate one raw frame over its image area and propagate the variance, in one pass.
 
     Parameters
     ----------
-    x : numpy.ndarray
-        ``raw - overscan - bias`` over the image area, ADU.
-    var_overscan : array or float
-        Variance of the overscan correction, broadcastable to ``x`` (ADU^2).
-    raw : numpy.ndarray, optional
-        The raw pixels over the image area, for the bad-input and saturation flags.
-    saturation : float, optional
-        Raw level (ADU) at or above which a pixel is flagged saturated.
-    dark, var_dark : numpy.ndarray, optional
-        Master dark and its variance, in the master's units; ``None`` skips the step.
+    raw : numpy.ndarray
+        The whole raw frame (ADU), overscan included.
+    area : (ymin, ymax, xmin, xmax)
+        The image area kept.
+    level, var_level : array or float
+        Overscan level subtracted and its variance: a scalar, or per row ``(rows, 1)``, per column
+        ``(1, columns)`` or per pixel, in raw-frame coordinates.
+    bias, dark, flat : numpy.ndarray, optional
+        Masters over the image area (``None`` skips the step); the dark is scaled by
+        ``dark_scale``, the flat divided by ``norm``.
+    bias_err, dark_err, flat_err : numpy.ndarray, optional
+        Their 1-sigma errors (``None`` counts as 0).
     dark_scale : float
         ``s = t_raw / t_dark``.
-    var_bias : numpy.ndarray, optional
-        Variance of the master bias (ADU^2).
-    flat, var_flat : numpy.ndarray, optional
-        Normalised flat ``F_n`` and its variance; ``None`` skips the step.
+    norm : float
+        The flat's normalisation ``m``: ``F_n = F / m``.
     gain : float
         e-/ADU.
     read_noise : float
-        Read noise in electrons.
-    master_bad : numpy.ndarray, optional
-        Pixels where a master has no value (NaN), flagged `FLAG_MASTER`.
+        Electrons.
+    saturation : float, optional
+        Raw level flagged as saturated.
 
     Returns
     -------
-    numpy.ndarray
-        float32 ``(3, rows, columns)``: image, error and mask bits (as float).
+    image, error : numpy.ndarray
+        float32 calibrated image and its 1-sigma error.
+    mask : numpy.ndarray
+        uint8 flags: 1 bad input, 2 saturated, 4 flat <= 0 or missing, 8 master without value.
+    undefined : int
+        Pixels where a master's error is undefined (NaN) though its value is not; counted as 0.
 
     Notes
     -----
-    ``var_pre = var_O + var_B + s^2 var_D + max(x, 0)/g + (RN/g)^2``,
+    With ``x = raw - level - B``: ``var_pre = var_O + var_B + s^2 var_D + max(x, 0)/g + (RN/g)^2``,
     ``I = (x - s D) / F_n`` and ``var_I = var_pre / F_n^2 + I^2 var_Fn / F_n^2``. Pixels that
     cannot be calibrated (non-finite input, a master without a value, ``F_n <= 0``) are NaN in
-    image and error and flagged. Missing master variances count as 0.
+    image and error and flagged; saturated pixels keep their value and are flagged. Arithmetic is
+    float64 per pixel.
 
     Examples
     --------
-    >>> out = apply_calibration(np.array([[100.0]]), gain=2.0, read_noise=4.0)
-    >>> float(out[0, 0, 0]), float(out[1, 0, 0] ** 2)
+    >>> image, error, mask, _ = calibrate_pixels(np.array([[100.0]]), area=(0, 1, 0, 1),
+    ...                                          gain=2.0, read_noise=4.0)
+    >>> float(image[0, 0]), float(error[0, 0] ** 2)
     (100.0, 54.0)
     """
-    x = np.asarray(x, dtype=np.float64)
-    mask = np.zeros(x.shape, dtype=np.uint8)
-    mask[~np.isfinite(x if raw is None else raw)] |= FLAG_BAD_INPUT
-    if master_bad is not None:
-        mask[master_bad] |= FLAG_MASTER
-    var = np.maximum(x, 0.0) / gain + (read_noise / gain) ** 2 + var_overscan
-    if var_bias is not None:
-        var = var + np.nan_to_num(var_bias, nan=0.0)
-    image = x
-    if dark is not None:
-        image = image - dark_scale * dark
-        if var_dark is not None:
-            var = var + dark_scale**2 * np.nan_to_num(var_dark, nan=0.0)
-    if flat is not None:
-        bad_flat = ~(flat > 0)
-        mask[bad_flat] |= FLAG_FLAT
-        with np.errstate(divide="ignore", invalid="ignore"):
-            image = image / flat
-            var = var / flat**2
-            if var_flat is not None:
-                var = var + image**2 * np.nan_to_num(var_flat, nan=0.0) / flat**2
-    if raw is not None and saturation is not None:
-        mask[raw >= saturation] |= FLAG_SATURATED
-    invalid = (mask & (FLAG_BAD_INPUT | FLAG_FLAT | FLAG_MASTER)) != 0
-    invalid |= ~np.isfinite(image)
-    mask[invalid & (mask == 0)] |= FLAG_BAD_INPUT
-    out = np.empty((3, *x.shape), dtype=np.float32)
-    out[0] = np.where(invalid, np.nan, image)
-    out[1] = np.where(invalid, np.nan, np.sqrt(var))
-    out[2] = mask
-    return out
+    y0, y1, x0, x1 = area
+    shape = (y1 - y0, x1 - x0)
+    image = np.empty(shape, dtype=np.float32)
+    error = np.empty(shape, dtype=np.float32)
+    mask = np.empty(shape, dtype=np.uint8)
+    level = np.atleast_2d(np.asarray(level, dtype=np.float64))
+    var_level = np.atleast_2d(np.asarray(var_level, dtype=np.float64))
+    if var_level.shape != level.shape:
+        var_level = np.ascontiguousarray(np.broadcast_to(var_level, level.shape))
+    raw = raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))
+    undefined = _kernel(
+        raw, level, var_level, y0, x0, _array(bias), _array(bias_err), _array(dark),
+        _array(dark_err), float(dark_scale), _array(flat), _array(flat_err), float(norm),
+        float(gain), float(read_noise), math.inf if saturation is None else float(saturation),
+        image, error, mask,
+    )
+    return image, error, mask, int(undefined)

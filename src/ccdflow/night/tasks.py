@@ -69,16 +69,15 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         raw = read_rows(str(plan.frame.path), plan.frame.hdu, slice(None))
         clock.lap("read")
         dark_scale = plan.params.exptime / (masters.dark.exptime or 1.0) if masters.dark else 1.0
-        cube, stats = calibrate_array(raw, params=plan.params, masters=masters,
-                                      dark_scale=dark_scale, norm=job.flat_norm)
-        mask = cube[2].astype("uint8")
+        image, error, mask, stats = calibrate_array(raw, params=plan.params, masters=masters,
+                                                    dark_scale=dark_scale, norm=job.flat_norm)
         clock.lap("calibrate")
-        store.write_frame(plan.cube, plan.index, cube[0], cube[1], mask)
+        store.write_frame(plan.cube, plan.index, image, error, mask)
         clock.lap("zarr")
         header = calibrated_header(plan.frame.fits_header(), params=plan.params, masters=masters,
                                    dark_scale=dark_scale, flat_norm=job.flat_norm, stats=stats,
                                    history=f"raw file {Path(plan.frame.path).name}")
-        write_calibrated(plan.output, image=cube[0], error=cube[1], header=header,
+        write_calibrated(plan.output, image=image, error=error, header=header,
                          mask=mask if job.write_mask else None)
         clock.lap("fits")
         seconds = time.perf_counter() - start
