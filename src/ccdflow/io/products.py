@@ -185,4 +185,4 @@ def write_master(path: str | os.PathLike, *, data: np.ndarray, error: np.ndarray
         fits.ImageHDU(np.asarray(count, dtype=np.int16 if count.max(initial=0) < 2**15
                                  else np.int32), name="NCOMBINE"),
     ])
-    return write_fits(path, hdus, overwrite=overwrite)
+    return write_fits(path, hdus, overwrite=overwrite, checksum=True)

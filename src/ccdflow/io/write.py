@@ -45,8 +45,13 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         tmp.unlink(missing_ok=True)
 
 
-def write_fits(path: str | os.PathLike, hdul: fits.HDUList, *, overwrite: bool = True) -> Path:
-    """Write an HDU list atomically (with checksums), never leaving a partial file at ``path``."""
+def write_fits(path: str | os.PathLike, hdul: fits.HDUList, *, overwrite: bool = True,
+               checksum: bool = False) -> Path:
+    """Write an HDU list atomically, never leaving a partial file at ``path``.
+
+    ``checksum`` adds FITS ``CHECKSUM``/``DATASUM`` cards; it costs about as much as the write
+    itself, so it is used for masters (written once, read by every light) and not per light.
+    """
     with atomic_path(path, overwrite=overwrite) as tmp:
-        hdul.writeto(tmp, overwrite=True, checksum=True)
+        hdul.writeto(tmp, overwrite=True, checksum=checksum)
     return Path(path)

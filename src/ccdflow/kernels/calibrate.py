@@ -27,54 +27,56 @@ def _kernel(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_
         flat_err.size > 0
     per_row, per_col = level.shape[0] > 1, level.shape[1] > 1
     rn2 = (read_noise / gain) ** 2
+    inv_gain = 1.0 / gain
+    inv_norm = 1.0 / norm
+    s2 = dark_scale * dark_scale
     undefined = 0
     for i in range(ny):
+        li = y0 + i if per_row else 0
         for j in range(nx):
             r = np.float64(raw[y0 + i, x0 + j])
-            li = y0 + i if per_row else 0
             lj = x0 + j if per_col else 0
-            flags = 0
-            if not math.isfinite(r):
-                flags |= 1
+            flags = 0 if math.isfinite(r) else 1
             x = r - level[li, lj]
             var = var_level[li, lj]
             if has_bias:
-                b = bias[i, j]
+                b = np.float64(bias[i, j])
                 if not math.isfinite(b):
                     flags |= 8
                 x -= b
                 if has_bias_err:
-                    e = bias_err[i, j]
+                    e = np.float64(bias_err[i, j])
                     if math.isfinite(e):
                         var += e * e
                     elif math.isfinite(b):
                         undefined += 1
-            var += max(x, 0.0) / gain + rn2
+            var += (x if x > 0.0 else 0.0) * inv_gain + rn2
             value = x
             if has_dark:
-                d = dark[i, j]
+                d = np.float64(dark[i, j])
                 if not math.isfinite(d):
                     flags |= 8
                 value -= dark_scale * d
                 if has_dark_err:
-                    e = dark_err[i, j]
+                    e = np.float64(dark_err[i, j])
                     if math.isfinite(e):
-                        var += dark_scale * dark_scale * e * e
+                        var += s2 * e * e
                     elif math.isfinite(d):
                         undefined += 1
             if has_flat:
-                f = flat[i, j] / norm
-                if not f > 0:
-                    flags |= 4
-                else:
-                    value /= f
-                    var /= f * f
+                f = np.float64(flat[i, j]) * inv_norm
+                if f > 0.0:
+                    inv_f = 1.0 / f
+                    value *= inv_f
+                    var *= inv_f * inv_f
                     if has_flat_err:
-                        e = flat_err[i, j] / norm
+                        e = np.float64(flat_err[i, j]) * inv_norm
                         if math.isfinite(e):
-                            var += value * value * e * e / (f * f)
+                            var += value * value * e * e * inv_f * inv_f
                         else:
                             undefined += 1
+                else:
+                    flags |= 4
             if r >= saturation:
                 flags |= 2
             if (flags & 13) == 0 and not math.isfinite(value):
