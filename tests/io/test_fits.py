@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import warnings
@@ -71,29 +72,50 @@ def _assert_float32_equal(actual: np.ndarray, expected: np.ndarray) -> None:
 
 @pytest.fixture
 def read_spy(monkeypatch):
-    """Record every `read_rows` call made by frame/stack tasks (the real function still runs)."""
+    """Record every pixel read of frame/stack tasks, by either path (the real functions run).
+
+    Uncompressed files are read with `read_band` (one pread of full rows), others with
+    `read_rows` (astropy); both are recorded as (file, hdu, rows, columns read).
+    """
     calls = []
-    real = ccdfits.read_rows
+    real_rows, real_band = ccdfits.read_rows, ccdfits.read_band
 
-    def spy(path, hdu, rows, cols=slice(None)):
+    def rows_spy(path, hdu, rows, cols=slice(None)):
         calls.append((Path(path).name, hdu, rows, cols))
-        return real(path, hdu, rows, cols)
+        return real_rows(path, hdu, rows, cols)
 
-    monkeypatch.setattr(ccdfits, "read_rows", spy)
+    def band_spy(path, layout, rows, out):
+        done = real_band(path, layout, rows, out)
+        if done:
+            calls.append((Path(path).name, 0, rows, slice(0, layout.shape[1])))
+        return done
+
+    monkeypatch.setattr(ccdfits, "read_rows", rows_spy)
+    monkeypatch.setattr(ccdfits, "read_band", band_spy)
     return calls
 
 
 @pytest.fixture
 def open_spy(monkeypatch):
-    """Count `astropy.io.fits.open` calls (the real function still runs)."""
+    """Count the files opened for pixels: `astropy.io.fits.open` or the pread path's `os.open`."""
     calls = []
-    real = fits.open
+    real_fits, real_os = fits.open, ccdfits.os.open
 
-    def spy(name, *args, **kwargs):
+    def fits_spy(name, *args, **kwargs):
         calls.append(Path(getattr(name, "name", name)).name)
-        return real(name, *args, **kwargs)
+        return real_fits(name, *args, **kwargs)
 
-    monkeypatch.setattr(fits, "open", spy)
+    class _Os:
+        def __getattr__(self, attr):
+            return getattr(os, attr)
+
+        @staticmethod
+        def open(path, *args, **kwargs):
+            calls.append(Path(path).name)
+            return real_os(path, *args, **kwargs)
+
+    monkeypatch.setattr(fits, "open", fits_spy)
+    monkeypatch.setattr(ccdfits, "os", _Os())
     return calls
 
 

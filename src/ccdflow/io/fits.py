@@ -17,7 +17,10 @@ from ccdflow.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.errors import ConfigError, FrameReadError, IncompatibleFramesError
 from ccdflow.io.headers import exposure_time
 
-__all__ = ["Frame", "open_frame", "open_stack", "read_header", "read_rows"]
+__all__ = [
+    "Frame", "PlainLayout", "open_frame", "open_stack", "read_band", "read_header", "read_layout",
+    "read_rows",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +84,71 @@ def _check_complete(hdul: fits.HDUList, index: int, size: int, path: str) -> Non
         raise FrameReadError(path, f"truncated: {size} bytes, the HDU needs {end}", hdu=index)
 
 
+@dataclass(frozen=True)
+class PlainLayout:
+    """Where an uncompressed image's pixels sit in its file, so bands are read with one ``pread``."""
+
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, int]
+    bscale: float
+    bzero: float
+    blank: int | None
+    stamp: tuple[int, int]  # size and mtime when read: a rewritten file is read afresh
+
+
+_BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+def _plain_layout(hdul: fits.HDUList, index: int, chosen, st: os.stat_result
+                  ) -> PlainLayout | None:
+    info = hdul.fileinfo(index)
+    if (info is None or isinstance(chosen, fits.CompImageHDU)
+            or getattr(info["file"], "compression", None)):
+        return None
+    header = chosen.header
+    dtype = np.dtype(_BITPIX[int(header["BITPIX"])])
+    blank = header.get("BLANK") if dtype.kind in "iu" else None
+    return PlainLayout(offset=int(info["datLoc"]), dtype=dtype,
+                       shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
+                       bscale=float(header.get("BSCALE", 1.0)), bzero=float(header.get("BZERO", 0.0)),
+                       blank=None if blank is None else int(blank),
+                       stamp=(st.st_size, st.st_mtime_ns))
+
+
+def read_layout(path: str | os.PathLike, *, hdu: int = 0
+                ) -> tuple[int, fits.Header, PlainLayout | None]:
+    """Read one image HDU's header, and where its pixels are when the file is uncompressed.
+
+    Returns
+    -------
+    (int, astropy.io.fits.Header, PlainLayout or None)
+        The HDU index used, a copy of its header, and its pixel layout (None for gzip or
+        tile-compressed data, which astropy must decompress).
+
+    Raises
+    ------
+    FrameReadError
+        If the file is missing, not FITS, truncated, or the HDU is not a 2-D image.
+    """
+    path = str(path)
+    try:
+        # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
+        with open(path, "rb") as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
+            index, chosen = _image_hdu(hdul, hdu, path)
+            header = chosen.header.copy()
+            st = os.fstat(fh.fileno())
+            _check_complete(hdul, index, st.st_size, path)
+            layout = _plain_layout(hdul, index, chosen, st)
+    except FrameReadError:
+        raise
+    except (OSError, ValueError, TypeError, EOFError, KeyError, AstropyUserWarning) as err:
+        # AstropyUserWarning arrives as an exception only under an "error" warnings filter
+        # (e.g. "File may have been truncated").
+        raise FrameReadError(path, f"cannot read FITS: {err}", hdu=hdu) from err
+    return index, header, layout
+
+
 def read_header(path: str | os.PathLike, *, hdu: int = 0) -> tuple[int, fits.Header]:
     """Read one image HDU's header without touching its pixels.
 
@@ -101,20 +169,52 @@ def read_header(path: str | os.PathLike, *, hdu: int = 0) -> tuple[int, fits.Hea
     FrameReadError
         If the file is missing, not FITS, truncated, or the HDU is not a 2-D image.
     """
-    path = str(path)
-    try:
-        # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
-        with open(path, "rb") as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
-            index, chosen = _image_hdu(hdul, hdu, path)
-            header = chosen.header.copy()
-            _check_complete(hdul, index, os.fstat(fh.fileno()).st_size, path)
-    except FrameReadError:
-        raise
-    except (OSError, ValueError, TypeError, EOFError, AstropyUserWarning) as err:
-        # AstropyUserWarning arrives as an exception only under an "error" warnings filter
-        # (e.g. "File may have been truncated").
-        raise FrameReadError(path, f"cannot read FITS: {err}", hdu=hdu) from err
+    index, header, _ = read_layout(path, hdu=hdu)
     return index, header
+
+
+def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> bool:
+    """Read full-width rows of an uncompressed image into ``out`` (float32), with one ``pread``.
+
+    The byte order conversion, the cast and the scaling happen in place in ``out``; integer
+    pixels equal to ``BLANK`` become NaN.
+
+    Returns
+    -------
+    bool
+        False, with nothing read, if the file changed since its layout was taken (the caller
+        then reads it through astropy).
+
+    Raises
+    ------
+    FrameReadError
+        If the file vanished or ends before the rows asked for.
+    """
+    r0, r1, _ = rows.indices(layout.shape[0])
+    row_bytes = layout.shape[1] * layout.dtype.itemsize
+    size = max(0, r1 - r0) * row_bytes
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if (st.st_size, st.st_mtime_ns) != layout.stamp:
+                return False
+            data = os.pread(fd, size, layout.offset + r0 * row_bytes)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise FrameReadError(path, f"cannot read pixels: {err}") from err
+    if len(data) < size:
+        raise FrameReadError(path, f"truncated: rows {r0}-{r1} end past the end of the file")
+    raw = np.frombuffer(data, layout.dtype).reshape(r1 - r0, layout.shape[1])
+    np.copyto(out, raw, casting="unsafe")
+    if layout.bscale != 1.0:
+        out *= np.float32(layout.bscale)
+    if layout.bzero != 0.0:
+        out += np.float32(layout.bzero)
+    if layout.blank is not None:
+        out[raw == layout.blank] = np.nan
+    return True
 
 
 def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np.ndarray:
@@ -167,9 +267,11 @@ def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np
 class _FitsBlocks:
     """Array-like over one image HDU of several files, read block by block by `dask.array`."""
 
-    def __init__(self, paths: Sequence[str], hdus: Sequence[int], shape: tuple[int, int]):
+    def __init__(self, paths: Sequence[str], hdus: Sequence[int], shape: tuple[int, int],
+                 layouts: Sequence[PlainLayout | None] | None = None):
         self.paths = list(paths)
         self.hdus = list(hdus)
+        self.layouts = list(layouts) if layouts is not None else [None] * len(self.paths)
         self.shape = (len(self.paths), *shape)
         self.dtype = np.dtype(np.float32)
         self.ndim = 3
@@ -177,19 +279,24 @@ class _FitsBlocks:
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         frames, rows, cols = key + (slice(None),) * (3 - len(key))
-        picked = np.arange(self.shape[0])[frames]
+        picked = np.atleast_1d(np.arange(self.shape[0])[frames])
         # Only slices are read from disk; any other index is applied to the block read.
         read_r, keep_r = (rows, slice(None)) if isinstance(rows, slice) else (slice(None), rows)
         read_c, keep_c = (cols, slice(None)) if isinstance(cols, slice) else (slice(None), cols)
-        blocks = [read_rows(self.paths[i], self.hdus[i], read_r, read_c)
-                  for i in np.atleast_1d(picked)]
-        if blocks:
-            out = np.stack(blocks)
-        else:
-            empty = np.empty(self.shape[1:], dtype=bool)[read_r, read_c]
-            out = np.empty((0, *empty.shape), np.float32)
+        band = np.empty(self.shape[1:], dtype=bool)[read_r, :].shape
+        full_width = read_c == slice(None) or read_c.indices(self.shape[2]) == (0, self.shape[2], 1)
+        contiguous = read_r.step in (None, 1)
+        out = np.empty((len(picked), *np.empty(band, bool)[:, read_c].shape), np.float32)
+        for k, i in enumerate(picked):
+            layout = self.layouts[i] if contiguous else None
+            target = out[k] if full_width else np.empty(band, np.float32)
+            if layout is not None and read_band(self.paths[i], layout, read_r, target):
+                if not full_width:
+                    out[k] = target[:, read_c]
+            else:
+                out[k] = read_rows(self.paths[i], self.hdus[i], read_r, read_c)
         out = out[:, keep_r, keep_c]
-        return out[0] if np.ndim(picked) == 0 else out
+        return out[0] if np.ndim(np.arange(self.shape[0])[frames]) == 0 else out
 
 
 def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None = None,
@@ -227,9 +334,9 @@ def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None =
     >>> frame.data.mean().compute()  # doctest: +SKIP
     """
     path = str(path)
-    index, header = read_header(path, hdu=hdu)
+    index, header, layout = read_layout(path, hdu=hdu)
     shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-    blocks = _FitsBlocks([path], [index], shape)
+    blocks = _FitsBlocks([path], [index], shape, [layout])
     stack = da.from_array(blocks, chunks=blocks.shape, asarray=False, lock=False,
                           meta=np.empty((0, 0, 0), np.float32), name=f"frame-{_token(path, index)}")
     if exptime is None:
@@ -278,9 +385,10 @@ def open_stack(paths: Sequence[str | os.PathLike], *, hdu: int | Sequence[int] =
     if not paths:
         raise IncompatibleFramesError("<stack>", "no frames to stack")
     hdus = [hdu] * len(paths) if isinstance(hdu, int) else list(hdu)
-    resolved, shape = [], None
+    resolved, layouts, shape = [], [], None
     for path, h in zip(paths, hdus, strict=True):
-        index, header = read_header(path, hdu=h)
+        index, header, layout = read_layout(path, hdu=h)
+        layouts.append(layout)
         this = (int(header["NAXIS2"]), int(header["NAXIS1"]))
         if shape is None:
             shape = this
@@ -290,7 +398,7 @@ def open_stack(paths: Sequence[str | os.PathLike], *, hdu: int | Sequence[int] =
             )
         resolved.append(index)
     rows = rows_per_chunk or rows_for_budget(len(paths), shape[1], shape[0], budget=budget)
-    blocks = _FitsBlocks(paths, resolved, shape)
+    blocks = _FitsBlocks(paths, resolved, shape, layouts)
     return da.from_array(blocks, chunks=(len(paths), rows, shape[1]), asarray=False, lock=False,
                          meta=np.empty((0, 0, 0), np.float32),
                          name=f"stack-{_token(*paths, *resolved, rows)}")
