@@ -363,3 +363,16 @@ def test_existing_output_is_kept_when_overwrite_is_off(tmp_path):
     with pytest.raises(OutputExistsError, match="cal.fits"):
         Calibrator(overwrite=False)(raw=raw, calibrated=out)
     assert out.read_bytes() == b"keep me"
+
+
+def test_a_calibrator_pickles_without_its_loaded_masters(seed_files):
+    import pickle
+
+    folder, raws = seed_files
+    calibrate = Calibrator(overscans=[SEED_OVERSCAN], image_area=SEED_AREA,
+                           master_bias=folder / "masters/master_bias1.fits")
+    first = calibrate(raw=raws[0], calibrated=folder / "a.fits")
+    clone = pickle.loads(pickle.dumps(calibrate))
+    assert clone._master_cache == {} and clone.master_bias == calibrate.master_bias
+    second = clone(raw=raws[0], calibrated=folder / "b.fits")
+    np.testing.assert_array_equal(fits.getdata(first), fits.getdata(second))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -131,7 +132,20 @@ class Calibrator:
         self.overwrite = overwrite
         self._master_cache: dict[tuple, Master] = {}
         self._norm_cache: dict[int, float] = {}
+        self._lock = threading.RLock()
         self._settings({})  # validate at construction
+
+    def __getstate__(self) -> dict[str, Any]:
+        # parameters only: loaded masters and the lock stay in this process
+        state = dict(self.__dict__)
+        for name in ("_master_cache", "_norm_cache", "_lock"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._master_cache, self._norm_cache = {}, {}
+        self._lock = threading.RLock()
 
     def set_masters(self, *, bias: Any = ..., dark: Any = ..., flat: Any = ...) -> None:
         """Set (or with ``None`` remove) masters; masters not named keep their value."""
@@ -184,16 +198,18 @@ class Calibrator:
         except OSError:
             st = None  # read_master raises the FrameReadError naming the file
         key = (str(path.resolve()), st and st.st_mtime_ns, st and st.st_size)
-        if key not in self._master_cache:
-            self._master_cache[key] = read_master(path)
-        return self._master_cache[key]
+        with self._lock:  # one read per master, however many threads calibrate
+            if key not in self._master_cache:
+                self._master_cache[key] = read_master(path)
+            return self._master_cache[key]
 
     def _flat_norm(self, flat: Master | None) -> float:
         if flat is None:
             return math.nan
-        if id(flat) not in self._norm_cache:
-            self._norm_cache[id(flat)] = flat_norm(flat)
-        return self._norm_cache[id(flat)]
+        with self._lock:  # threads calibrating with one flat compute its norm once
+            if id(flat) not in self._norm_cache:
+                self._norm_cache[id(flat)] = flat_norm(flat)
+            return self._norm_cache[id(flat)]
 
     # -- calibrating ----------------------------------------------------------------------------
 
@@ -260,8 +276,9 @@ class Calibrator:
         s = self._settings(overrides)
         frame = open_frame(raw, hdu=s["raw_hdu"], exptime=s["exptime"])
         result = self.calibrate(frame, **overrides)
+        # one task: run it here, never ship it (and the masters) to a cluster's scheduler
         image, error, mask, stats = dask.compute(result.image, result.error, result.mask,
-                                                 result.stats)
+                                                 result.stats, scheduler="sync")
         header = calibrated_header(frame.header, params=result.params, masters=result.masters,
                                    dark_scale=result.dark_scale, flat_norm=result.flat_norm,
                                    stats=stats, history=f"raw file {Path(raw).name}")
