@@ -2,8 +2,9 @@
 
 Every measured contender runs in a fresh Python process (``run_isolated``) so that its peak memory is
 its own: the child imports the benchmark script, notes its RSS after the imports (the baseline), calls
-one function and reports the time of that call and ``ru_maxrss``; the parent also samples the RSS of
-the child's whole process tree every 20 ms (for contenders that start worker processes).
+one function and reports the time of that call and its peak RSS (``VmHWM``, all threads, imports
+included); the parent also samples the RSS of the child's whole process tree every 20 ms (for
+contenders that start worker processes).
 """
 
 from __future__ import annotations
@@ -124,22 +125,23 @@ def _jsonable(value):
 
 # -- page cache -------------------------------------------------------------------------------------
 
-_DROP_OK: bool | None = None
+def evict(paths: Sequence[str | Path]) -> bool:
+    """Drop these files' pages from the page cache, so the next read comes from the disk.
 
-
-def drop_caches() -> bool:
-    """Flush dirty pages and drop the page cache (needs root); return whether it worked."""
-    global _DROP_OK
-    if _DROP_OK is False:
-        return False
-    os.sync()
+    ``posix_fadvise(DONTNEED)`` on each file: no root needed, and unlike ``drop_caches`` it leaves
+    the rest of the (shared) machine's cache alone, Python's own modules included.
+    """
     try:
-        with open("/proc/sys/vm/drop_caches", "w") as handle:
-            handle.write("3\n")
-        _DROP_OK = True
-    except OSError:
-        _DROP_OK = False
-    return _DROP_OK
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)  # dirty pages are not dropped
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -218,8 +220,13 @@ def _tree_rss(proc) -> int:
     return total
 
 
-def run_isolated(script: str | Path, func: str, *, kwargs: dict | None = None, cold: bool = True,
-                 timeout: float = 3600, label: str | None = None) -> dict[str, Any]:
+#: The machine is shared: a contender is killed when the memory still available falls below this.
+MIN_AVAILABLE_BYTES = 1.5e9
+
+
+def run_isolated(script: str | Path, func: str, *, kwargs: dict | None = None,
+                 cold: Sequence[str | Path] = (), timeout: float = 3600,
+                 label: str | None = None) -> dict[str, Any]:
     """Run ``func(**kwargs)`` from ``script`` in a fresh Python process and measure it.
 
     Parameters
@@ -232,21 +239,22 @@ def run_isolated(script: str | Path, func: str, *, kwargs: dict | None = None, c
         of the whole call is.
     kwargs : dict
         JSON-able keyword arguments.
-    cold : bool
-        Drop the page cache first (when allowed), so inputs are read from disk.
+    cold : sequence of path
+        Files evicted from the page cache first (see `evict`): the inputs, read from disk.
     timeout : float
         Seconds before the child is killed.
 
     Returns
     -------
     dict
-        ``seconds``, ``call_seconds``, ``peak_rss_mb`` (the child's own high-water mark, from
-        ``wait4``), ``baseline_rss_mb`` (after the imports), ``peak_tree_rss_mb`` (sampled sum over
-        the child and its descendants), ``cold_cache``, and the function's own results.
+        ``seconds``, ``call_seconds``, ``peak_rss_mb`` (the child's own high-water mark, ``VmHWM``),
+        ``baseline_rss_mb`` (the same after the imports, before the call), ``peak_tree_rss_mb``
+        (sampled sum over the child and its descendants), ``cold_cache``, and the function's own
+        results.
     """
     import psutil
 
-    cold_done = drop_caches() if cold else False
+    cold_done = evict(cold) if cold else False
     fd, result_path = tempfile.mkstemp(prefix="ccdflow-bench-", suffix=".json")
     os.close(fd)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(script), func,
@@ -255,20 +263,25 @@ def run_isolated(script: str | Path, func: str, *, kwargs: dict | None = None, c
     child = subprocess.Popen(cmd, cwd=str(REPO))
     ps = psutil.Process(child.pid)
     peak_tree = 0
+    killed = []
     done = threading.Event()
 
     def sample():
         nonlocal peak_tree
         while not done.is_set():
             peak_tree = max(peak_tree, _tree_rss(ps))
+            if psutil.virtual_memory().available < MIN_AVAILABLE_BYTES and not killed:
+                killed.append("machine memory nearly exhausted")
+                for p in [*ps.children(recursive=True), ps]:
+                    p.kill()
             done.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    timer = threading.Timer(timeout, child.kill)
+    timer = threading.Timer(timeout, lambda: (killed.append(f"timeout {timeout} s"), child.kill()))
     timer.start()
     try:
-        _, status, usage = os.wait4(child.pid, 0)
+        _, status, _ = os.wait4(child.pid, 0)
     finally:
         timer.cancel()
         done.set()
@@ -280,7 +293,8 @@ def run_isolated(script: str | Path, func: str, *, kwargs: dict | None = None, c
     finally:
         os.unlink(result_path)
     if child.returncode != 0 or not text:
-        raise RuntimeError(f"{label or func} failed (exit {child.returncode}): {' '.join(cmd)}")
+        reason = killed[0] if killed else f"exit {child.returncode}"
+        raise RuntimeError(f"{label or func} failed ({reason}) after {wall:.0f} s")
     out = json.loads(text)
     res = out.pop("result")
     record = {
@@ -288,7 +302,7 @@ def run_isolated(script: str | Path, func: str, *, kwargs: dict | None = None, c
         "seconds": res.pop("seconds", out["call_seconds"]),
         "call_seconds": out["call_seconds"],
         "process_wall_s": round(wall, 3),
-        "peak_rss_mb": usage.ru_maxrss * 1024 / 1e6,
+        "peak_rss_mb": out["peak_rss_mb"],
         "baseline_rss_mb": out["baseline_rss_mb"],
         "peak_tree_rss_mb": peak_tree / 1e6,
         "cold_cache": cold_done,
@@ -300,18 +314,31 @@ def run_isolated(script: str | Path, func: str, *, kwargs: dict | None = None, c
     return record
 
 
+def vm_hwm_mb() -> float:
+    """This process's peak resident memory (``VmHWM``), MB.
+
+    Not ``ru_maxrss``: Linux carries the parent's high-water mark into a child across fork + exec,
+    so a child of a big parent would report the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
 def _child_main(script: str, func: str, kwargs_json: str, result_path: str) -> None:
     spec = importlib.util.spec_from_file_location("_bench_script", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules["_bench_script"] = module  # so that pickled functions of the script resolve
     spec.loader.exec_module(module)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    baseline = vm_hwm_mb()
     target: Callable[..., dict] = getattr(module, func)
     t0 = time.perf_counter()
     result = target(**json.loads(kwargs_json))
     call = time.perf_counter() - t0
     Path(result_path).write_text(json.dumps(
-        {"result": result, "call_seconds": call, "baseline_rss_mb": baseline}, default=_jsonable))
+        {"result": result, "call_seconds": call, "baseline_rss_mb": baseline, "peak_rss_mb": vm_hwm_mb()},
+        default=_jsonable))
 
 
 # -- summaries --------------------------------------------------------------------------------------
@@ -343,12 +370,6 @@ def paired_ratio(slow: Sequence[dict], fast: Sequence[dict]) -> dict[str, float]
         / statistics.median(r["seconds"] for r in fast),
         "median_paired": statistics.median(pairs),
     }
-
-
-def blas_single_thread() -> None:
-    """Keep BLAS/OpenMP pools from oversubscribing the two cores (numpy elementwise is serial)."""
-    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(key, "1")
 
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--child":

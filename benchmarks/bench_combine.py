@@ -2,7 +2,7 @@
 
     python benchmarks/bench_combine.py [--quick] [--cases NAME ...] [--methods median mean]
 
-Every contender runs in a fresh process with the page cache dropped first (when allowed), contenders
+Every contender runs in a fresh process with its input files evicted from the page cache, contenders
 interleaved within each repetition; the record holds medians, paired ratios and peak RSS.
 """
 
@@ -64,8 +64,9 @@ def io_floor(paths: list[str]) -> dict:
 
 
 def run_ccdflow(paths: list[str], method: str, maxiters: int | None, uncertainty: str,
-                save: str | None = None) -> dict:
+                save: str | None = None, warm_paths: list[str] | None = None) -> dict:
     """ccdflow: lazy stack, lazy combine, one threaded compute of the three products."""
+    warm = _warm(run_ccdflow, warm_paths, method=method, maxiters=maxiters, uncertainty=uncertainty)
     params = CombineParams(method=method, sigma_lower=5, sigma_upper=5, maxiters=maxiters,
                            uncertainty=uncertainty)
     t0 = time.perf_counter()
@@ -75,25 +76,38 @@ def run_ccdflow(paths: list[str], method: str, maxiters: int | None, uncertainty
     seconds = time.perf_counter() - t0
     if save:
         np.save(save, data)
-    return {"seconds": seconds, "chunk_rows": stack.chunks[1][0], "n_chunks": len(stack.chunks[1]),
+    return {"seconds": seconds, "warm_up_s": warm, "chunk_rows": stack.chunks[1][0],
+            "n_chunks": len(stack.chunks[1]),
             "rejected_fraction": float(1 - count.sum(dtype=np.int64) / (len(paths) * count.size)),
             "median_of_result": float(np.nanmedian(data))}
 
 
-def run_ccdproc(paths: list[str], method: str, mem_limit: float, save: str | None = None) -> dict:
+def run_ccdproc(paths: list[str], method: str, mem_limit: float, save: str | None = None,
+                warm_paths: list[str] | None = None) -> dict:
     """ccdproc.combine with a 5-sigma clip about the median, scale mad_std (one pass, as it does)."""
+    warm = _warm(run_ccdproc, warm_paths, method=method, mem_limit=mem_limit)
     t0 = time.perf_counter()
-    ccd = ccdproc.combine(paths, method=method, sigma_clip=True, sigma_clip_low_thresh=5,
-                          sigma_clip_high_thresh=5, sigma_clip_func=np.ma.median,
+    ccd = ccdproc.combine(paths, method={"mean": "average"}.get(method, method), sigma_clip=True,
+                          sigma_clip_low_thresh=5, sigma_clip_high_thresh=5, sigma_clip_func=np.ma.median,
                           sigma_clip_dev_func=mad_std, mem_limit=mem_limit, unit="adu")
     seconds = time.perf_counter() - t0
     if save:
         np.save(save, np.asarray(ccd.data, dtype=np.float32))
-    return {"seconds": seconds, "median_of_result": float(np.nanmedian(ccd.data))}
+    return {"seconds": seconds, "warm_up_s": warm, "median_of_result": float(np.nanmedian(ccd.data))}
+
+
+def _warm(func, warm_paths, **kwargs) -> float | None:
+    """Run a contender once on a tiny stack in this process: one-time costs (lazy imports, loading
+    numba's compiled kernels, dask's first compute) are then not counted in the timed run."""
+    if not warm_paths:
+        return None
+    t0 = time.perf_counter()
+    func(warm_paths, **kwargs)
+    return time.perf_counter() - t0
 
 
 def warm_up(paths: list[str]) -> dict:
-    """Load (or compile into numba's cache) the kernels, so no timed run pays for compiling."""
+    """Fill numba's on-disk cache once (a compile would otherwise land in the first timed run)."""
     for method in ("median", "mean"):
         run_ccdflow(paths, method, 1, "ccdproc")
         run_ccdflow(paths, method, 5, "ccdflow")
@@ -102,70 +116,83 @@ def warm_up(paths: list[str]) -> dict:
 
 # -- driver -------------------------------------------------------------------------------------------
 
-def contenders(method: str, tiled_mem: float) -> dict[str, tuple[str, dict]]:
-    return {
-        f"ccdflow {method} maxiters=1": ("run_ccdflow",
-                                         dict(method=method, maxiters=1, uncertainty="ccdproc")),
-        f"ccdflow {method} defaults": ("run_ccdflow",
-                                       dict(method=method, maxiters=5, uncertainty="ccdflow")),
-        f"ccdproc {method} mem_limit=16e9": ("run_ccdproc",
-                                             dict(method=method, mem_limit=CCDPROC_DEFAULT_MEM)),
-        f"ccdproc {method} mem_limit={tiled_mem:.0e}": ("run_ccdproc",
-                                                        dict(method=method, mem_limit=tiled_mem)),
-    }
+FLOOR = "I/O floor (read every byte)"
+
+
+def plan_for(methods, tiled_mem: float, with_ccdproc: bool) -> list[dict]:
+    """The contenders of one case: label, function, keyword arguments, role, method."""
+    plan = [dict(label=FLOOR, func="io_floor", kwargs={}, role="floor", method=None)]
+    for m in methods:
+        plan += [
+            dict(label=f"ccdflow {m} maxiters=1", func="run_ccdflow", role="ccdflow_like", method=m,
+                 kwargs=dict(method=m, maxiters=1, uncertainty="ccdproc")),
+            dict(label=f"ccdflow {m} defaults", func="run_ccdflow", role="ccdflow_default", method=m,
+                 kwargs=dict(method=m, maxiters=5, uncertainty="ccdflow")),
+        ]
+        if with_ccdproc:
+            plan += [
+                dict(label=f"ccdproc {m} mem_limit=16e9", func="run_ccdproc", role="ccdproc_default",
+                     method=m, kwargs=dict(method=m, mem_limit=CCDPROC_DEFAULT_MEM)),
+                dict(label=f"ccdproc {m} mem_limit={tiled_mem / 1e6:g}MB", func="run_ccdproc",
+                     role="ccdproc_tiled", method=m, kwargs=dict(method=m, mem_limit=tiled_mem)),
+            ]
+    return plan
 
 
 def agreement(a: Path, b: Path) -> dict:
     """How closely two saved results agree (ccdflow maxiters=1 against ccdproc)."""
     x, y = np.load(a), np.load(b)
     diff = np.abs(x.astype(np.float64) - y)
-    scale = np.maximum(np.abs(y), 1.0)
     close = np.isclose(x, y, rtol=1e-5, atol=1e-3, equal_nan=True)
-    return {"max_abs_diff": float(np.nanmax(diff)), "max_rel_diff": float(np.nanmax(diff / scale)),
+    return {"max_abs_diff": float(np.nanmax(diff)),
+            "max_rel_diff": float(np.nanmax(diff / np.maximum(np.abs(y), 1.0))),
             "fraction_not_close": float(1 - close.mean())}
 
 
-def bench_case(name: str, *, methods, reps: int, ccdproc_reps: int, tiled_mem: float,
-               timeout: float) -> dict:
+def bench_case(name: str, *, methods, reps: int, ccdproc_reps: int, tiled_mem: float, timeout: float,
+               with_ccdproc: bool = True, in_process_warm_up: bool = True) -> dict:
     n, size, dtype = CASES[name]
     paths = [str(p) for p in synthetic_stack(n, size, size, dtype=dtype)]
     nbytes = total_bytes(paths)
     print(f"case {name}: {n} x {size}x{size} {dtype}, {nbytes / GB:.3f} GB on disk", flush=True)
-    run_isolated(SCRIPT, "warm_up", kwargs=dict(paths=paths[:5]), cold=False, label="warm-up (numba)")
+    warm_paths = [str(p) for p in synthetic_stack(5, 256, 256, dtype=dtype)]
+    run_isolated(SCRIPT, "warm_up", kwargs=dict(paths=warm_paths), label="warm-up (numba)")
     CHECK_DIR.mkdir(parents=True, exist_ok=True)
-    plan = {"I/O floor (read every byte)": ("io_floor", {})}
-    for method in methods:
-        plan.update(contenders(method, tiled_mem))
-    runs: dict[str, list[dict]] = {label: [] for label in plan}
+    plan = plan_for(methods, tiled_mem, with_ccdproc)
+    runs: dict[str, list[dict]] = {c["label"]: [] for c in plan}
     for rep in range(reps):
         print(f" repetition {rep + 1}/{reps}", flush=True)
-        for label, (func, kwargs) in plan.items():
-            if func == "run_ccdproc" and rep >= ccdproc_reps:
+        for c in plan:
+            if c["func"] == "run_ccdproc" and rep >= ccdproc_reps:
                 continue
-            kw = dict(kwargs, paths=paths)
-            if rep == 0 and label in (f"ccdflow {m} maxiters=1" for m in methods):
-                kw["save"] = str(CHECK_DIR / f"{name}-ccdflow-{kwargs['method']}.npy")
-            if rep == 0 and label in (f"ccdproc {m} mem_limit=16e9" for m in methods):
-                kw["save"] = str(CHECK_DIR / f"{name}-ccdproc-{kwargs['method']}.npy")
-            runs[label].append(run_isolated(SCRIPT, func, kwargs=kw, timeout=timeout, label=label))
-    summary = {label: dict(summarize(r), input_gb_per_s=nbytes / GB / summarize(r)["median_s"])
-               for label, r in runs.items() if r}
-    floor = runs["I/O floor (read every byte)"]
+            kw = dict(c["kwargs"], paths=paths)
+            if c["func"] != "io_floor" and in_process_warm_up:
+                kw["warm_paths"] = warm_paths
+            if rep == 0 and c["role"] in ("ccdflow_like", "ccdproc_default"):
+                kw["save"] = str(CHECK_DIR / f"{name}-{c['label'].split()[0]}-{c['method']}.npy")
+            runs[c["label"]].append(run_isolated(SCRIPT, c["func"], kwargs=kw, timeout=timeout,
+                                                 cold=paths, label=c["label"]))
+    summary = {}
+    for label, r in runs.items():
+        if r:
+            s = summarize(r)
+            summary[label] = dict(s, input_gb_per_s=nbytes / GB / s["median_s"])
+    by_role = {(c["role"], c["method"]): runs[c["label"]] for c in plan}
     ratios, checks = {}, {}
-    for method in methods:
-        like, dflt = runs[f"ccdflow {method} maxiters=1"], runs[f"ccdflow {method} defaults"]
-        for label in (f"ccdproc {method} mem_limit=16e9", f"ccdproc {method} mem_limit={tiled_mem:.0e}"):
-            if runs[label]:
-                ratios[f"{label} / ccdflow maxiters=1"] = paired_ratio(runs[label], like)
-                ratios[f"{label} / ccdflow defaults"] = paired_ratio(runs[label], dflt)
-        ratios[f"ccdflow {method} maxiters=1 / I/O floor"] = paired_ratio(like, floor)
-        ratios[f"ccdflow {method} defaults / I/O floor"] = paired_ratio(dflt, floor)
-        a = CHECK_DIR / f"{name}-ccdflow-{method}.npy"
-        b = CHECK_DIR / f"{name}-ccdproc-{method}.npy"
-        if a.exists() and b.exists():
-            checks[method] = agreement(a, b)
+    for m in methods:
+        for flow in ("ccdflow_like", "ccdflow_default"):
+            flow_label = f"ccdflow {m} {'maxiters=1' if flow == 'ccdflow_like' else 'defaults'}"
+            ratios[f"{flow_label} / I/O floor"] = paired_ratio(by_role[flow, m], by_role["floor", None])
+            for peer in ("ccdproc_default", "ccdproc_tiled"):
+                peer_runs = by_role.get((peer, m))
+                if peer_runs:
+                    peer_label = next(c["label"] for c in plan if (c["role"], c["method"]) == (peer, m))
+                    ratios[f"{peer_label} / {flow_label}"] = paired_ratio(peer_runs, by_role[flow, m])
+        a, b = CHECK_DIR / f"{name}-ccdflow-{m}.npy", CHECK_DIR / f"{name}-ccdproc-{m}.npy"
+        if with_ccdproc and a.exists() and b.exists():
+            checks[m] = agreement(a, b)
     return {"frames": n, "shape": [size, size], "dtype": dtype, "input_bytes": nbytes,
-            "summary": summary, "ratios": ratios, "ccdflow_vs_ccdproc_result": checks,
+            "summary": summary, "ratios": ratios, "ccdflow_maxiters1_vs_ccdproc_result": checks,
             "runs": runs}
 
 
@@ -177,9 +204,12 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
     parser.add_argument("--big-ccdproc-reps", type=int, default=1,
                         help="repetitions of ccdproc on the 40 x 4096^2 case (default 1: minutes each)")
-    parser.add_argument("--big-tiled-mem", type=float, default=1.5e9,
+    parser.add_argument("--big-tiled-mem", type=float, default=CCDPROC_TILED_MEM,
                         help="ccdproc mem_limit of the tiled run on the 40 x 4096^2 case")
     parser.add_argument("--timeout", type=float, default=2400, help="seconds per contender run")
+    parser.add_argument("--skip-ccdproc", action="store_true", help="ccdflow and the I/O floor only")
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="count one-time costs (lazy imports, kernel loading) in the timed run")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     cases = args.cases or (QUICK_CASES if args.quick else FULL_CASES)
@@ -187,10 +217,13 @@ def main(argv=None) -> None:
     results = {}
     for name in cases:
         big = name == "u16_40x4096"
+        # --quick stays under a minute: the uint16 case there runs the median only
+        methods = ["median"] if args.quick and name == "u16_10x2048" else args.methods
         results[name] = bench_case(
-            name, methods=args.methods, reps=reps,
+            name, methods=methods, reps=reps,
             ccdproc_reps=min(reps, args.big_ccdproc_reps) if big else reps,
-            tiled_mem=args.big_tiled_mem if big else CCDPROC_TILED_MEM, timeout=args.timeout)
+            tiled_mem=args.big_tiled_mem if big else CCDPROC_TILED_MEM, timeout=args.timeout,
+            with_ccdproc=not args.skip_ccdproc, in_process_warm_up=not args.no_warm_up)
     params = {"cases": {c: CASES[c] for c in cases}, "methods": args.methods, "reps": reps,
               "sigma": 5, "ccdproc": {"sigma_clip_func": "np.ma.median", "sigma_clip_dev_func": "mad_std",
                                       "default_mem_limit": CCDPROC_DEFAULT_MEM,
@@ -198,8 +231,9 @@ def main(argv=None) -> None:
                                       "big_tiled_mem_limit": args.big_tiled_mem,
                                       "big_reps": args.big_ccdproc_reps},
               "ccdflow": "open_stack + combine, dask.compute(data, error, count, scheduler='threads')"}
-    notes = ["time = the contender's work inside a fresh process (imports excluded); page cache dropped "
-             "before every run when cold_cache is true",
+    notes = ["time = the contender's work inside a fresh process, after an untimed run of the same "
+             "contender on 5 x 256^2 frames in that process (unless --no-warm-up); the input files are "
+             "evicted from the page cache (posix_fadvise DONTNEED) before every run (cold_cache)",
              "peak_rss_mb = ru_maxrss of the contender's process (imports included, see baseline_rss_mb)"]
     write_record("bench_combine", quick=args.quick, params=params, results=results, notes=notes,
                  started=started)
