@@ -60,8 +60,3 @@ class Master:
     def shape(self) -> tuple[int, ...]:
         """Shape of the master."""
         return self.data.shape
-
-    @property
-    def variance(self) -> np.ndarray | None:
-        """Square of the error (NaN where the error is undefined), or ``None``."""
-        return None if self.error is None else np.square(self.error, dtype=np.float64)
