@@ -11,12 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import dask
-
 from ccdflow.calibrate import (
     CalibratedFrame,
     CalibrationParams,
     Masters,
+    calibrate_array,
     calibrate_lazy,
     check_geometry,
     flat_norm,
@@ -232,7 +231,13 @@ class Calibrator:
         ------
         ConfigError, FrameReadError, IncompatibleFramesError, MissingCalibrationError
         """
-        s = self._settings(overrides)
+        params, masters, dark_scale, norm = self._resolve(frame, self._settings(overrides))
+        return calibrate_lazy(frame.data, params=params, masters=masters,
+                              dark_scale=dark_scale, norm=norm)
+
+    def _resolve(self, frame: Frame, s: dict[str, Any]
+                 ) -> tuple[CalibrationParams, Masters, float, float]:
+        """Parameters, masters, dark scale and flat norm of one frame, checked against it."""
         header = frame.header
         ny, nx = frame.shape
         params = CalibrationParams(
@@ -252,8 +257,7 @@ class Calibrator:
         dark_scale = math.nan
         if masters.dark is not None:
             dark_scale = params.exptime / _dark_exptime(masters.dark)
-        return calibrate_lazy(frame.data, params=params, masters=masters,
-                              dark_scale=dark_scale, norm=self._flat_norm(masters.flat))
+        return params, masters, dark_scale, self._flat_norm(masters.flat)
 
     def __call__(self, *, raw: str | os.PathLike, calibrated: str | os.PathLike,
                  **overrides: Any) -> Path:
@@ -275,13 +279,14 @@ class Calibrator:
         """
         s = self._settings(overrides)
         frame = open_frame(raw, hdu=s["raw_hdu"], exptime=s["exptime"])
-        result = self.calibrate(frame, **overrides)
-        # one task: run it here, never ship it (and the masters) to a cluster's scheduler
-        image, error, mask, stats = dask.compute(result.image, result.error, result.mask,
-                                                 result.stats, scheduler="sync")
-        header = calibrated_header(frame.header, params=result.params, masters=result.masters,
-                                   dark_scale=result.dark_scale, flat_norm=result.flat_norm,
-                                   stats=stats, history=f"raw file {Path(raw).name}")
+        params, masters, dark_scale, norm = self._resolve(frame, s)
+        # one frame is one task: run it here, never ship it (and the masters) to a scheduler
+        raw_pixels = frame.data.compute(scheduler="sync")
+        image, error, mask, stats = calibrate_array(raw_pixels, params=params, masters=masters,
+                                                    dark_scale=dark_scale, norm=norm)
+        header = calibrated_header(frame.header, params=params, masters=masters,
+                                   dark_scale=dark_scale, flat_norm=norm, stats=stats,
+                                   history=f"raw file {Path(raw).name}")
         logger.info("%s -> %s", raw, calibrated)
         return write_calibrated(calibrated, image=image, error=error, header=header,
                                 mask=mask if s["mask"] else None, overwrite=s["overwrite"])
