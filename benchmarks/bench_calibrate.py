@@ -25,8 +25,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData
 
+from ccdflow.array.overscan import OverscanMethods
 from ccdflow.calibrator import Calibrator
-from ccdflow.overscan import OverscanMethods
 from ccdflow.synthetic import Instrument, make_frame, make_truth
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -18,7 +18,7 @@ import dask
 import numpy as np
 from astropy.stats import mad_std
 
-from ccdflow.combine import CombineParams, combine
+from ccdflow.array.combination import CombineParams, combine
 from ccdflow.io import open_stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

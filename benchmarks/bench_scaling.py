@@ -18,8 +18,8 @@ from pathlib import Path
 import dask
 import numpy as np
 
-from ccdflow.chunks import CHUNK_BUDGET
-from ccdflow.combine import CombineParams, combine
+from ccdflow.array.chunks import CHUNK_BUDGET
+from ccdflow.array.combination import CombineParams, combine
 from ccdflow.io import open_stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

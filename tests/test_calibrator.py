@@ -9,8 +9,10 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from ccdflow import synthetic as syn
+from ccdflow.array.calibration import Master
+from ccdflow.array.combination import CombineParams, combine
+from ccdflow.array.overscan import OverscanMethods
 from ccdflow.calibrator import Calibrator
-from ccdflow.combine import CombineParams, combine
 from ccdflow.errors import (
     ConfigError,
     FrameReadError,
@@ -18,8 +20,6 @@ from ccdflow.errors import (
     OutputExistsError,
 )
 from ccdflow.io import open_frame
-from ccdflow.master import Master
-from ccdflow.overscan import OverscanMethods
 from conftest import DATA, raise_if_dask_computes
 
 NY, NX, NOVER = 40, 48, 20

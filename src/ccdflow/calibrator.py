@@ -11,24 +11,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ccdflow.calibrate import (
+from ccdflow.array.calibration import (
     CalibratedFrame,
     CalibrationParams,
+    Master,
     Masters,
     calibrate_array,
     calibrate_lazy,
     check_geometry,
     flat_norm,
 )
+from ccdflow.array.overscan import OverscanMethods, OverscanParams
+from ccdflow.array.params import parse_enum, parse_number
+from ccdflow.array.sections import Region, parse_region
 from ccdflow.errors import ConfigError, MissingCalibrationError
 from ccdflow.io.fits import Frame, open_frame
 from ccdflow.io.headers import ExposureTimeWarning
-from ccdflow.io.masters import read_master
-from ccdflow.io.products import calibrated_header, write_calibrated
-from ccdflow.master import Master
-from ccdflow.overscan import OverscanMethods, OverscanParams
-from ccdflow.params import parse_enum, parse_number
-from ccdflow.sections import Region, parse_region
+from ccdflow.io.products import calibrated_header, read_master, write_calibrated
 
 __all__ = ["Calibrator"]
 

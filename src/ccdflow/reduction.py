@@ -14,8 +14,8 @@ import numpy as np
 from astropy.io import fits
 
 from ccdflow._version import __version__
-from ccdflow.chunks import rows_for_budget
-from ccdflow.combine import CombineParams, combine
+from ccdflow.array.chunks import rows_for_budget
+from ccdflow.array.combination import CombineParams, combine
 from ccdflow.errors import CcdflowError, ConfigError, MissingCalibrationError
 from ccdflow.io import export
 from ccdflow.io.write import write_fits

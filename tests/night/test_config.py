@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ccdflow.combine import CombineParams
+from ccdflow.array.combination import CombineParams
+from ccdflow.array.overscan import OverscanMethods, OverscanParams
+from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError
 from ccdflow.night import NightConfig, load_config
 from ccdflow.night.config import CalibrationConfig, ClusterConfig
-from ccdflow.overscan import OverscanMethods, OverscanParams
-from ccdflow.sections import Region
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MINIMAL = {"input": {"filelist": "night.csv"}}

@@ -11,13 +11,13 @@ import pytest
 from astropy.io import fits
 
 from ccdflow import synthetic
+from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError
 from ccdflow.io.filelist import read_filelist
 from ccdflow.night import NightConfig
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.plan import Plan, frame_params
 from ccdflow.night.run import plan_night
-from ccdflow.sections import Region
 
 INSTRUMENT = synthetic.Instrument(ny=32, nx=32, n_overscan=8)
 OVERSCAN = Region(xmin=32, xmax=40, ymin=0, ymax=32)  # BIASSEC [33:40,1:32]

@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from dask.base import tokenize
 
-from ccdflow.chunks import CHUNK_BUDGET, rows_for_budget
+from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.errors import ConfigError, FrameReadError, IncompatibleFramesError
 from ccdflow.io.headers import exposure_time
 

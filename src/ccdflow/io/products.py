@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -9,10 +10,14 @@ import numpy as np
 from astropy.io import fits
 
 from ccdflow._version import __version__
-from ccdflow.calibrate import CalibrationParams, Masters
+from ccdflow.array.calibration import CalibrationParams, Master, Masters
+from ccdflow.errors import FrameReadError
+from ccdflow.io.fits import read_header, read_rows
+from ccdflow.io.headers import find_exposure_time
 from ccdflow.io.write import write_fits
 
-__all__ = ["calibrated_header", "master_header", "write_calibrated", "write_master"]
+__all__ = ["calibrated_header", "file_sha1", "master_header", "read_master", "write_calibrated",
+           "write_master"]
 
 # Cards that describe the raw file's storage or layout, not the calibrated image.
 _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO",
@@ -37,7 +42,7 @@ def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: M
     dark_scale, flat_norm : float
         ``t_raw / t_dark`` and the flat's clipped mean (NaN when not applied: card omitted).
     stats : dict
-        The computed frame statistics of `ccdflow.calibrate.calibrate_array`.
+        The computed frame statistics of `ccdflow.array.calibration.calibrate_array`.
     history : str, optional
         Extra HISTORY line.
 
@@ -186,3 +191,55 @@ def write_master(path: str | os.PathLike, *, data: np.ndarray, error: np.ndarray
                                  else np.int32), name="NCOMBINE"),
     ])
     return write_fits(path, hdus, overwrite=overwrite, checksum=True)
+
+
+def file_sha1(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_master(path: str | os.PathLike, *, hdu: int = 0) -> Master:
+    """Read a master frame (any FITS image; an ``ERROR`` extension is used when present).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The master's file.
+    hdu : int
+        The HDU holding the master's data.
+
+    Returns
+    -------
+    Master
+        Data and error as float32, ``exptime`` from the header (``None`` when absent), file name
+        and SHA-1.
+
+    Raises
+    ------
+    FrameReadError
+        If the file cannot be read or its ``ERROR`` extension has another shape.
+    """
+    path = str(path)
+    index, header = read_header(path, hdu=hdu)
+    data = read_rows(path, index, slice(None))
+    error = None
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            if "ERROR" in hdul:
+                error = np.array(hdul["ERROR"].data, dtype=np.float32)
+    except (OSError, ValueError) as err:
+        raise FrameReadError(path, f"cannot read the ERROR extension: {err}") from err
+    if error is not None and error.shape != data.shape:
+        raise FrameReadError(path, f"ERROR shape {error.shape} differs from data {data.shape}")
+    return Master(
+        data=data,
+        error=error,
+        exptime=find_exposure_time(header, path=path),
+        name=Path(path).name,
+        sha1=file_sha1(path),
+        header=header,
+    )

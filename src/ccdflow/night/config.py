@@ -10,11 +10,11 @@ from typing import Any
 
 import yaml
 
-from ccdflow.combine import CombineParams
+from ccdflow.array.combination import CombineParams
+from ccdflow.array.overscan import OverscanMethods, OverscanParams
+from ccdflow.array.params import check_keys, parse_enum, parse_int, parse_number
+from ccdflow.array.sections import Region, parse_region
 from ccdflow.errors import ConfigError
-from ccdflow.overscan import OverscanMethods, OverscanParams
-from ccdflow.params import check_keys, parse_enum, parse_int, parse_number
-from ccdflow.sections import Region, parse_region
 
 __all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "load_config"]
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from astropy.io import fits
 
 from ccdflow._version import __version__
-from ccdflow.calibrate import CalibrationParams
-from ccdflow.combine import CombineParams
+from ccdflow.array.calibration import CalibrationParams
+from ccdflow.array.combination import CombineParams
+from ccdflow.array.sections import Region, region_from_section
 from ccdflow.errors import CcdflowError, ConfigError, IncompatibleFramesError, MissingCalibrationError
 from ccdflow.night.config import HEADER, NightConfig
 from ccdflow.night.frames import FrameInfo
-from ccdflow.sections import Region, region_from_section
 
 __all__ = ["FramePlan", "MasterPlan", "Plan", "make_plan", "stable_hash"]
 

@@ -14,17 +14,17 @@ import dask
 from distributed import Client, as_completed
 
 from ccdflow._version import __version__
-from ccdflow.calibrate import flat_norm
+from ccdflow.array.calibration import flat_norm
 from ccdflow.io.filelist import read_filelist, scan_directory
 from ccdflow.night.cluster import open_cluster
 from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import describe_frames
-from ccdflow.night.masters_step import build_master
 from ccdflow.night.plan import Plan, make_plan
 from ccdflow.night.report import NightReport
-from ccdflow.night.stacks import stack_lights
+from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_job
+from ccdflow.night.stage_masters import build_master
+from ccdflow.night.stage_stacks import stack_lights
 from ccdflow.night.store import Store, cube_rows
-from ccdflow.night.tasks import FrameJob, FrameResult, calibrate_frame_job
 
 __all__ = ["NightReport", "plan_night", "reduce_night"]
 

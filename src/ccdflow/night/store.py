@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from ccdflow.master import Master
+from ccdflow.array.calibration import Master
 
 __all__ = ["Store", "cube_rows"]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from ccdflow.array.params import check_keys, parse_int, parse_number, to_plain_dict
+from ccdflow.array.sections import Region
 from ccdflow.kernels.overscan import overscan_level
-from ccdflow.params import check_keys, parse_int, parse_number, to_plain_dict
-from ccdflow.sections import Region
 
 __all__ = [
     "OverscanMethods", "OverscanParams", "UserOverscan", "overscan_correction",

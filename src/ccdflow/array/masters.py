@@ -15,10 +15,10 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ccdflow.calibrate import CalibrationParams
-from ccdflow.combine import Combined, CombineParams, combine
-from ccdflow.overscan import OverscanMethods, overscan_correction
-from ccdflow.sections import Region
+from ccdflow.array.calibration import CalibrationParams
+from ccdflow.array.combination import Combined, CombineParams, combine
+from ccdflow.array.overscan import OverscanMethods, overscan_correction
+from ccdflow.array.sections import Region
 
 __all__ = [
     "StackGeometry", "corrected_stack", "master_bias", "master_dark", "master_flat", "normalise_flat",
@@ -154,7 +154,7 @@ def master_flat(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | N
 
     Without ``scale`` in ``params``, ``scale="median"`` is used: flats of different levels must be
     brought to one before combining. The result still has to be divided by its clipped mean once
-    computed (`normalise_flat` with `ccdflow.calibrate.flat_norm`).
+    computed (`normalise_flat` with `ccdflow.array.calibration.flat_norm`).
     """
     if params.scale is None:
         params = params.replace(scale="median")

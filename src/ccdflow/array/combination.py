@@ -11,10 +11,10 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ccdflow.chunks import CHUNK_BUDGET, rows_for_budget
+from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
+from ccdflow.array.params import check_keys, parse_enum, parse_int, parse_number, to_plain_dict
 from ccdflow.errors import ConfigError
 from ccdflow.kernels.clip import combine_block
-from ccdflow.params import check_keys, parse_enum, parse_int, parse_number, to_plain_dict
 
 __all__ = ["ClipMethod", "CombineMethod", "CombineParams", "Combined", "combine"]
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ccdflow.array.sections import Region, parse_region, region_from_section
 from ccdflow.errors import ConfigError
-from ccdflow.sections import Region, parse_region, region_from_section
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import numpy as np
 from astropy.io import fits
 
 from ccdflow._version import __version__
-from ccdflow.chunks import rows_for_budget
-from ccdflow.combine import combine
+from ccdflow.array.chunks import rows_for_budget
+from ccdflow.array.combination import combine
 from ccdflow.io.products import write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import FramePlan, Plan, stable_hash

@@ -13,14 +13,12 @@ import dask.array as da
 from dask.diagnostics import ProgressBar
 from distributed import Client, progress
 
-from ccdflow.calibrate import flat_norm
-from ccdflow.combine import rejected_fraction
+from ccdflow.array.calibration import Master, flat_norm
+from ccdflow.array.combination import rejected_fraction
+from ccdflow.array.masters import StackGeometry, master_bias, master_dark, master_flat, normalise_flat
 from ccdflow.errors import CcdflowError, FrameError
 from ccdflow.io.fits import open_stack
-from ccdflow.io.masters import file_sha1
-from ccdflow.io.products import master_header, write_master
-from ccdflow.master import Master
-from ccdflow.masters import StackGeometry, master_bias, master_dark, master_flat, normalise_flat
+from ccdflow.io.products import file_sha1, master_header, write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import MasterPlan
 from ccdflow.night.store import Store

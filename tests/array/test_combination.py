@@ -8,7 +8,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clip
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ccdflow.combine import CombineParams, combine, frame_levels
+from ccdflow.array.combination import CombineParams, combine, frame_levels
 from ccdflow.errors import ConfigError
 from ccdflow.io import open_stack
 from ccdflow.kernels.clip import combine_block

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from ccdflow import synthetic as syn
-from ccdflow.calibrate import CalibrationParams
+from ccdflow.array.calibration import CalibrationParams, Master
+from ccdflow.array.masters import StackGeometry, corrected_stack, master_dark, master_flat
+from ccdflow.array.overscan import OverscanMethods
+from ccdflow.array.sections import Region
 from ccdflow.calibrator import Calibrator
 from ccdflow.io import open_frame, open_stack
-from ccdflow.master import Master
-from ccdflow.masters import StackGeometry, corrected_stack, master_dark, master_flat
-from ccdflow.overscan import OverscanMethods
-from ccdflow.sections import Region
 from conftest import raise_if_dask_computes
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccdflow.calibrate import Masters, calibrate_array, check_geometry
+from ccdflow.array.calibration import Masters, calibrate_array, check_geometry
 from ccdflow.errors import CcdflowError
 from ccdflow.io.fits import read_rows
 from ccdflow.io.products import calibrated_header, write_calibrated
