@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,14 @@ from ccdflow.array.calibration import (
     calibrate_array,
     calibrate_lazy,
     check_geometry,
-    flat_norm,
+    dark_scale,
 )
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import parse_enum, parse_number
-from ccdflow.array.sections import Region, parse_region
-from ccdflow.errors import ConfigError, MissingCalibrationError
+from ccdflow.array.sections import parse_region
+from ccdflow.errors import ConfigError
 from ccdflow.io.fits import Frame, open_frame
-from ccdflow.io.headers import ExposureTimeWarning
+from ccdflow.io.frame_settings import FrameSettings, resolve_params
 from ccdflow.io.products import calibrated_header, read_master, write_calibrated
 
 __all__ = ["Calibrator"]
@@ -129,20 +128,19 @@ class Calibrator:
         self.mask = mask
         self.overwrite = overwrite
         self._master_cache: dict[tuple, Master] = {}
-        self._norm_cache: dict[int, float] = {}
         self._lock = threading.RLock()
         self._settings({})  # validate at construction
 
     def __getstate__(self) -> dict[str, Any]:
         # parameters only: loaded masters and the lock stay in this process
         state = dict(self.__dict__)
-        for name in ("_master_cache", "_norm_cache", "_lock"):
+        for name in ("_master_cache", "_lock"):
             state.pop(name)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._master_cache, self._norm_cache = {}, {}
+        self._master_cache = {}
         self._lock = threading.RLock()
 
     def set_masters(self, *, bias: Any = ..., dark: Any = ..., flat: Any = ...) -> None:
@@ -201,14 +199,6 @@ class Calibrator:
                 self._master_cache[key] = read_master(path)
             return self._master_cache[key]
 
-    def _flat_norm(self, flat: Master | None) -> float:
-        if flat is None:
-            return math.nan
-        with self._lock:  # threads calibrating with one flat compute its norm once
-            if id(flat) not in self._norm_cache:
-                self._norm_cache[id(flat)] = flat_norm(flat)
-            return self._norm_cache[id(flat)]
-
     # -- calibrating ----------------------------------------------------------------------------
 
     def calibrate(self, frame: Frame, **overrides: Any) -> CalibratedFrame:
@@ -237,26 +227,17 @@ class Calibrator:
     def _resolve(self, frame: Frame, s: dict[str, Any]
                  ) -> tuple[CalibrationParams, Masters, float, float]:
         """Parameters, masters, dark scale and flat norm of one frame, checked against it."""
-        header = frame.header
-        ny, nx = frame.shape
-        params = CalibrationParams(
-            image_area=s["image_area"] or Region(xmin=0, xmax=nx, ymin=0, ymax=ny),
-            overscans=s["overscans"],
-            overscan_method=s["overscan_method"],
-            overscan_params=s["overscan_params"],
-            gain=s["gain"] if s["gain"] is not None else _header_number(header, "GAIN", 1.0),
-            read_noise=(s["read_noise"] if s["read_noise"] is not None
-                        else _header_number(header, "RDNOISE READNOIS", 0.0)),
-            exptime=s["exptime"] if s["exptime"] is not None else frame.exptime,
-            saturation=(s["saturation"] if s["saturation"] is not None
-                        else _header_number(header, "SATURATE", None)),
-        )
+        settings = FrameSettings(
+            overscans=s["overscans"], overscan_method=s["overscan_method"],
+            overscan_params=s["overscan_params"], image_area=s["image_area"], gain=s["gain"],
+            read_noise=s["read_noise"], saturation=s["saturation"], exptime=frame.exptime)
+        params = resolve_params(frame.header, frame.shape, settings, path=str(frame.path),
+                                hdu=frame.hdu).params
         masters = Masters(*(self._load_master(s[f"master_{k}"]) for k in ("bias", "dark", "flat")))
         check_geometry(frame.shape, params, masters, path=str(frame.path), hdu=frame.hdu)
-        dark_scale = math.nan
-        if masters.dark is not None:
-            dark_scale = params.exptime / _dark_exptime(masters.dark)
-        return params, masters, dark_scale, self._flat_norm(masters.flat)
+        scale = math.nan if masters.dark is None else dark_scale(params.exptime, masters.dark)
+        norm = math.nan if masters.flat is None else masters.flat.flat_norm()
+        return params, masters, scale, norm
 
     def __call__(self, *, raw: str | os.PathLike, calibrated: str | os.PathLike,
                  **overrides: Any) -> Path:
@@ -290,23 +271,3 @@ class Calibrator:
         return write_calibrated(calibrated, image=image, error=error, header=header,
                                 mask=mask if s["mask"] else None, overwrite=s["overwrite"])
 
-
-def _dark_exptime(dark: Master) -> float:
-    """The master dark's exposure time; a dark without one is taken as a rate (1 s)."""
-    if dark.exptime is None:
-        warnings.warn(f"{dark.name}: master dark has no exposure time keyword; taking it as a "
-                      "rate per second (EXPTIME = 1)", ExposureTimeWarning, stacklevel=4)
-        return 1.0
-    if dark.exptime <= 0:
-        raise MissingCalibrationError(
-            f"{dark.name}: master dark EXPTIME is {dark.exptime}; it cannot be scaled")
-    return dark.exptime
-
-
-def _header_number(header, keys: str, default: float | None) -> float | None:
-    """The first of the space-separated ``keys`` holding a finite number, else ``default``."""
-    for key in keys.split():
-        value = header.get(key)
-        if not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value):
-            return float(value)
-    return default

@@ -12,6 +12,8 @@ __all__ = [
     "IncompatibleFramesError",
     "MissingCalibrationError",
     "OutputExistsError",
+    "CcdflowWarning",
+    "ExposureTimeWarning",
 ]
 
 
@@ -82,3 +84,11 @@ class OutputExistsError(CcdflowError, FileExistsError):
 
 def _rebuild_frame_error(cls: type[FrameError], path: str, message: str, hdu) -> FrameError:
     return cls(path, message, hdu=hdu)
+
+
+class CcdflowWarning(UserWarning):
+    """Base class of the warnings ccdflow gives when it falls back to a documented default."""
+
+
+class ExposureTimeWarning(CcdflowWarning):
+    """An exposure time is missing and a documented default (1 s) was used."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +15,17 @@ from astropy.io import fits
 
 from ccdflow.array.overscan import OverscanMethods, OverscanParams, UserOverscan, overscan_correction
 from ccdflow.array.sections import Region
-from ccdflow.errors import ConfigError, IncompatibleFramesError
+from ccdflow.errors import ConfigError, ExposureTimeWarning, IncompatibleFramesError, MissingCalibrationError
 from ccdflow.kernels.calibrate import FLAG_BAD_INPUT, FLAG_FLAT, FLAG_MASTER, calibrate_pixels
-from ccdflow.kernels.overscan import overscan_level
+from ccdflow.kernels.stats import clipped_mean
 
 _UNCALIBRATABLE = FLAG_BAD_INPUT | FLAG_FLAT | FLAG_MASTER
 
-__all__ = ["CalibratedFrame", "CalibrationParams", "Master", "Masters", "calibrate_array", "flat_norm"]
+__all__ = ["CalibratedFrame", "CalibrationParams", "Master", "Masters", "calibrate_array", "dark_scale",
+           "flat_norm"]
+
+# one flat's norm is computed once however many threads calibrate with it
+_NORM_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,12 +47,17 @@ class Master:
         SHA-1 of the master file, recorded in calibrated headers.
     header : astropy.io.fits.Header, optional
         The master's primary header.
+    norm : float, optional
+        For a flat: the level it is divided by when applied (`flat_norm`), when already known
+        (a night records it with the master); computed on first use otherwise.
 
     Examples
     --------
     >>> bias = Master(np.zeros((4, 4), np.float32), name="bias.fits")
     >>> bias.shape
     (4, 4)
+    >>> Master(np.full((4, 4), 2.0, np.float32)).flat_norm()
+    2.0
     """
 
     data: np.ndarray
@@ -55,6 +66,7 @@ class Master:
     name: str | None = None
     sha1: str | None = None
     header: fits.Header | None = None
+    norm: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "data", np.asarray(self.data, dtype=np.float32))
@@ -72,6 +84,14 @@ class Master:
     def shape(self) -> tuple[int, ...]:
         """Shape of the master."""
         return self.data.shape
+
+    def flat_norm(self) -> float:
+        """The level this master is divided by as a flat: `flat_norm` of its data, computed once."""
+        if self.norm is None:
+            with _NORM_LOCK:
+                if self.norm is None:
+                    object.__setattr__(self, "norm", flat_norm(self.data))
+        return self.norm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,16 +196,59 @@ class CalibratedFrame:
     flat_norm: float
 
 
-def flat_norm(flat: Master) -> float:
-    """The flat's sigma-clipped mean (3 sigma about the median, std, 5 iterations).
+def flat_norm(flat: np.ndarray) -> float:
+    """The level a flat is divided by: its sigma-clipped mean over the image area.
 
-    These are `astropy.stats.sigma_clipped_stats`' defaults, so a flat already normalised by
-    another package keeps its scale. Each iteration is O(n) (a partition-based median).
+    3 sigma about the median, std, 5 iterations: astropy `sigma_clipped_stats`' defaults, so a
+    flat already normalised by another package keeps its scale. NaN pixels are ignored.
+
+    Examples
+    --------
+    >>> flat_norm(np.array([[0.9, 1.1], [1.0, np.nan]], np.float32))
+    1.0
     """
-    ny, nx = flat.shape
-    level, _ = overscan_level(flat.data, [(0, ny, 0, nx)], method="clipped_mean", sigma=3.0,
-                              maxiters=5)
-    return float(level[0, 0])
+    return clipped_mean(flat, sigma=3.0, maxiters=5)[0]
+
+
+def dark_scale(t_raw: float, dark: Master) -> float:
+    """The factor ``t_raw / t_dark`` a master dark is multiplied by before it is subtracted.
+
+    Parameters
+    ----------
+    t_raw : float
+        The frame's exposure time, s (already resolved: a missing one was reported there).
+    dark : Master
+        The master dark; ``dark.exptime`` is the exposure its values correspond to (1 for the
+        rate ccdflow's own master darks hold).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    MissingCalibrationError
+        If the master dark's exposure time is zero or negative (it cannot be scaled).
+
+    Notes
+    -----
+    A master dark without an exposure time is taken as a rate per second (``t_dark = 1``),
+    with an `ExposureTimeWarning` naming it.
+
+    Examples
+    --------
+    >>> dark_scale(120.0, Master(np.zeros((2, 2)), exptime=60.0))
+    2.0
+    """
+    t_dark = dark.exptime
+    if t_dark is None:
+        warnings.warn(f"{dark.name}: master dark has no exposure time keyword; taking it as a "
+                      "rate per second (EXPTIME = 1)", ExposureTimeWarning, stacklevel=2)
+        t_dark = 1.0
+    if not t_dark > 0:
+        raise MissingCalibrationError(
+            f"{dark.name}: master dark EXPTIME is {t_dark}; it cannot be scaled")
+    return float(t_raw) / float(t_dark)
 
 
 def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Masters,

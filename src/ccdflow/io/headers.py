@@ -1,4 +1,7 @@
-"""Header conventions in one place: exposure-time keywords and frame-type names."""
+"""Header conventions in one place: the cards for exposure time, gain, read noise, saturation.
+
+Also the section cards and frame-type names, and what a missing or unparsable card means.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,27 @@ import logging
 import math
 import numbers
 import warnings
+from typing import NamedTuple
 
 from astropy.io import fits
 
-from ccdflow.errors import ConfigError, FrameError
+from ccdflow.errors import ConfigError, ExposureTimeWarning, FrameError
 
 __all__ = [
     "EXPTIME_KEYS",
     "FRAME_TYPES",
+    "GAIN_KEYS",
+    "IMAGE_AREA_KEYS",
+    "OVERSCAN_KEYS",
+    "READ_NOISE_KEYS",
+    "SATURATION_KEYS",
     "ExposureTimeWarning",
+    "HeaderNumber",
     "exposure_time",
     "find_exposure_time",
     "frame_type",
+    "header_number",
+    "header_section",
 ]
 
 logger = logging.getLogger(__name__)
@@ -26,6 +38,17 @@ logger = logging.getLogger(__name__)
 EXPTIME_KEYS = (
     "EXPTIME", "EXPOSURE", "XPOSURE", "EXP_TIME", "EXPOSED", "ITIME", "TELAPSED", "ELAPSED",
 )
+
+#: Keywords searched, in order, for the gain in e-/ADU.
+GAIN_KEYS = ("GAIN", "EGAIN")
+#: Keywords searched, in order, for the read noise in electrons.
+READ_NOISE_KEYS = ("RDNOISE", "READNOIS", "RON")
+#: Keywords searched, in order, for the saturation level in raw ADU.
+SATURATION_KEYS = ("SATURATE", "SATLEVEL")
+#: Keywords holding the serial overscan section (FITS, 1-based inclusive).
+OVERSCAN_KEYS = ("BIASSEC",)
+#: Keywords searched, in order, for the image area (FITS section).
+IMAGE_AREA_KEYS = ("TRIMSEC", "DATASEC")
 
 #: Canonical frame types and the header/file-list spellings that mean them.
 FRAME_TYPES = {
@@ -38,8 +61,72 @@ FRAME_TYPES = {
 }
 
 
-class ExposureTimeWarning(UserWarning):
-    """A frame has no exposure-time keyword and 1 s was assumed."""
+class HeaderNumber(NamedTuple):
+    """A number read from a header and where it came from.
+
+    Attributes
+    ----------
+    value : float or None
+        The number; ``None`` when no card of the list holds one.
+    key : str or None
+        The card it came from.
+    problem : str or None
+        Why a card that is present could not be used (e.g. ``GAIN = 'unavail'``).
+    """
+
+    value: float | None
+    key: str | None = None
+    problem: str | None = None
+
+
+def header_number(header: fits.Header, keys: tuple[str, ...]) -> HeaderNumber:
+    """The first card of ``keys`` that holds a finite number.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The header.
+    keys : tuple of str
+        Card names in order of preference (e.g. `GAIN_KEYS`).
+
+    Returns
+    -------
+    HeaderNumber
+        The value and its card; a present card holding text, a boolean, NaN or inf is skipped
+        and named in ``problem`` (so the caller can say which default it used instead).
+
+    Examples
+    --------
+    >>> header = fits.Header([("GAIN", "unavail"), ("EGAIN", 2.5)])
+    >>> header_number(header, GAIN_KEYS)
+    HeaderNumber(value=2.5, key='EGAIN', problem="GAIN = 'unavail' is not a number")
+    >>> header_number(fits.Header(), GAIN_KEYS).value is None
+    True
+    """
+    problems = []
+    for key in keys:
+        if key not in header:
+            continue
+        value = header[key]
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+            return HeaderNumber(float(value), key, "; ".join(problems) or None)
+        problems.append(f"{key} = {value!r} is not a number")
+    return HeaderNumber(None, None, "; ".join(problems) or None)
+
+
+def header_section(header: fits.Header, keys: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """The first card of ``keys`` present, as ``(key, section string)``; ``(None, None)`` if none.
+
+    Examples
+    --------
+    >>> header_section(fits.Header([("DATASEC", "[1:100,1:50]")]), IMAGE_AREA_KEYS)
+    ('DATASEC', '[1:100,1:50]')
+    """
+    for key in keys:
+        value = header.get(key)
+        if isinstance(value, str) and value.strip():
+            return key, value.strip()
+    return None, None
 
 
 def exposure_time(header: fits.Header, *, path: str = "<header>", strict: bool = False) -> float:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.polynomial import legendre
 
+from ccdflow.kernels.stats import sigma_clip_survivors
+
 __all__ = ["overscan_level"]
 
 Region = tuple[int, int, int, int]
@@ -136,7 +138,7 @@ def _scalar_level(
 ) -> tuple[float, float]:
     """Return the scalar level and its variance from the 1-D finite `pixels`."""
     if method == "clipped_mean":
-        pixels = _sigma_clip(pixels, sigma=sigma, maxiters=maxiters)
+        pixels = sigma_clip_survivors(pixels, sigma=sigma, maxiters=maxiters)
     n = pixels.size
     if n == 0:
         return np.nan, np.nan
@@ -144,19 +146,6 @@ def _scalar_level(
     if method == "median":
         return float(np.median(pixels)), float(_MEDIAN_EFFICIENCY * variance)
     return float(pixels.mean()), float(variance)
-
-
-def _sigma_clip(pixels: np.ndarray, *, sigma: float, maxiters: int) -> np.ndarray:
-    """Return the survivors of an iterative median/std sigma clip (astropy's noaxis algorithm)."""
-    for _ in range(maxiters):
-        if pixels.size == 0:
-            break
-        centre, spread = np.median(pixels), pixels.std()
-        kept = pixels[(pixels >= centre - sigma * spread) & (pixels <= centre + sigma * spread)]
-        if kept.size == pixels.size:
-            break
-        pixels = kept
-    return pixels
 
 
 def _is_per_row(regions: Sequence[Region]) -> bool:

@@ -15,10 +15,10 @@ from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import check_keys, parse_enum, parse_int, parse_number
 from ccdflow.array.sections import Region, parse_region
 from ccdflow.errors import ConfigError
+from ccdflow.io.frame_settings import HEADER, OFF, FrameSettings
 
 __all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "load_config"]
 
-HEADER = "header"
 FRAME_KINDS = ("bias", "dark", "flat", "light")
 _DEFAULT_COMBINE = {
     "bias": CombineParams(),
@@ -111,6 +111,15 @@ class CalibrationConfig:
                     raise ConfigError(f"{key}.{name}", f"expected true or false, got {data[name]!r}")
                 out[name] = data[name]
         return cls(**out)
+
+    def frame_settings(self, *, strict: bool = False) -> FrameSettings:
+        """The settings every frame of the night is resolved with (`resolve_params`)."""
+        return FrameSettings(
+            overscans=self.overscans if self.overscans is not None else (),
+            overscan_method=self.overscan_method, overscan_params=self.overscan_params,
+            image_area=self.image_area, gain=self.gain, read_noise=self.read_noise,
+            saturation=OFF if self.saturation is None else self.saturation, strict=strict,
+            prefix="calibration.")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,14 +11,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from astropy.io import fits
-
 from ccdflow._version import __version__
 from ccdflow.array.calibration import CalibrationParams
 from ccdflow.array.combination import CombineParams
-from ccdflow.array.sections import Region, region_from_section
-from ccdflow.errors import CcdflowError, ConfigError, IncompatibleFramesError, MissingCalibrationError
-from ccdflow.night.config import HEADER, NightConfig
+from ccdflow.errors import CcdflowError, IncompatibleFramesError, MissingCalibrationError
+from ccdflow.io.frame_settings import resolve_params
+from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import FrameInfo
 
 __all__ = ["FramePlan", "MasterPlan", "Plan", "make_plan", "stable_hash"]
@@ -81,15 +79,6 @@ class Plan:
         return dict(out)
 
 
-def _header_value(header: fits.Header, keys: tuple[str, ...], what: str, frame: FrameInfo):
-    for key in keys:
-        value = header.get(key)
-        if value is not None and not isinstance(value, bool):
-            return value
-    raise ConfigError(f"calibration.{what}",
-                      f"'header' asked for, but {frame.path} has no {' or '.join(keys)} card")
-
-
 def is_processed(frame: FrameInfo, config: NightConfig) -> bool:
     """Whether a calibration frame or arc is a reduced product, used without overscan/bias/dark.
 
@@ -102,40 +91,15 @@ def is_processed(frame: FrameInfo, config: NightConfig) -> bool:
 
 
 def frame_params(frame: FrameInfo, config: NightConfig) -> CalibrationParams:
-    """Resolve the calibration parameters of one frame (``"header"`` values from its header)."""
-    cal = config.calibration
-    header = frame.fits_header()
-    ny, nx = frame.shape
+    """Resolve the calibration parameters of one frame with `ccdflow.io.frame_settings`.
+
+    A processed (floating-point) calibration frame is used whole, without overscan.
+    """
+    settings = config.calibration.frame_settings()
     if is_processed(frame, config):
-        overscans, area = (), Region(xmin=0, xmax=nx, ymin=0, ymax=ny)
-    elif cal.overscans == HEADER:
-        overscans = (region_from_section(_header_value(header, ("BIASSEC",), "overscans", frame)),)
-    else:
-        overscans = cal.overscans or ()
-    if is_processed(frame, config):
-        pass
-    elif cal.image_area == HEADER:
-        area = region_from_section(
-            _header_value(header, ("TRIMSEC", "DATASEC"), "image_area", frame))
-    else:
-        area = cal.image_area or Region(xmin=0, xmax=nx, ymin=0, ymax=ny)
-    numbers = {}
-    for name, keys, default in (("gain", ("GAIN", "EGAIN"), 1.0),
-                                ("read_noise", ("RDNOISE", "READNOIS"), 0.0),
-                                ("saturation", ("SATURATE", "SATLEVEL"), None)):
-        value = getattr(cal, name)
-        if value == HEADER:
-            found = [header[k] for k in keys if isinstance(header.get(k), int | float)
-                     and not isinstance(header.get(k), bool)]
-            value = float(found[0]) if found else default
-        numbers[name] = value
-    for region in (*overscans, area):
-        if not region.fits_in(frame.shape):
-            raise IncompatibleFramesError(
-                frame.path, f"region {region.to_dict()} lies outside the {ny}x{nx} frame")
-    return CalibrationParams(
-        image_area=area, overscans=tuple(overscans), overscan_method=cal.overscan_method,
-        overscan_params=cal.overscan_params, exptime=frame.exptime or 0.0, **numbers)
+        settings = settings.replace(overscans=(), image_area=None)
+    return resolve_params(frame.fits_header(), frame.shape, settings, path=str(frame.path),
+                          hdu=frame.hdu).params
 
 
 def _master_groups(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:

@@ -14,7 +14,6 @@ import dask
 from distributed import Client, as_completed
 
 from ccdflow._version import __version__
-from ccdflow.array.calibration import flat_norm
 from ccdflow.io.filelist import read_filelist, scan_directory
 from ccdflow.night.cluster import open_cluster
 from ccdflow.night.config import NightConfig
@@ -68,8 +67,8 @@ def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[F
     return results
 
 
-def _frame_jobs(plan: Plan, store: Store, config: NightConfig, norms: dict[str, float],
-                failed_masters: dict[str, str], report: NightReport) -> list[FrameJob]:
+def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: dict[str, str],
+                report: NightReport) -> list[FrameJob]:
     for cube, frames in plan.cubes().items():
         shape = frames[0].params.image_area.shape
         store.ensure_cube(cube, frames=[f.output.stem for f in frames], shape=shape,
@@ -89,8 +88,7 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, norms: dict[str, 
                 str(fp.frame.path), str(fp.output), "skipped", 0.0, None, record.get("stats")))
             continue
         store.forget_record(fp.cube, fp.output.stem)
-        jobs.append(FrameJob(fp, store, norms.get(fp.flat, float("nan")),
-                             config.calibration.mask))
+        jobs.append(FrameJob(fp, store, config.calibration.mask))
     return jobs
 
 
@@ -149,7 +147,6 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
                       echo=echo) as client:
         t = time.perf_counter()
         failed: dict[str, str] = {}
-        norms: dict[str, float] = {}
         for master in plan.masters:
             if any(need in failed for need in master.needs):
                 failed[master.name] = f"needs master {next(n for n in master.needs if n in failed)}"
@@ -161,11 +158,9 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
             report.masters[master.name] = result.to_dict()
             if result.status == "failed":
                 failed[master.name] = result.error
-            elif master.kind == "flat":
-                norms[master.name] = flat_norm(store.read_master(master.name))
         report.seconds["masters"] = time.perf_counter() - t
         t = time.perf_counter()
-        jobs = _frame_jobs(plan, store, config, norms, failed, report)
+        jobs = _frame_jobs(plan, store, config, failed, report)
         for result in _run_jobs(jobs, client, progress):
             report.frames[result.path] = asdict(result)
         report.seconds["lights"] = time.perf_counter() - t

@@ -7,11 +7,12 @@ slices, its FITS product and, last, its record.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccdflow.array.calibration import Masters, calibrate_array, check_geometry
+from ccdflow.array.calibration import Masters, calibrate_array, check_geometry, dark_scale
 from ccdflow.errors import CcdflowError
 from ccdflow.io.fits import read_rows
 from ccdflow.io.products import calibrated_header, write_calibrated
@@ -25,11 +26,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FrameJob:
-    """What a worker needs for one frame: its plan, the store, and the flat's normalisation."""
+    """What a worker needs for one frame: its plan and the store holding its masters."""
 
     plan: FramePlan
     store: Store
-    flat_norm: float
     write_mask: bool
 
 
@@ -68,14 +68,15 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         clock.lap("masters")
         raw = read_rows(str(plan.frame.path), plan.frame.hdu, slice(None))
         clock.lap("read")
-        dark_scale = plan.params.exptime / (masters.dark.exptime or 1.0) if masters.dark else 1.0
+        scale = math.nan if masters.dark is None else dark_scale(plan.params.exptime, masters.dark)
+        norm = math.nan if masters.flat is None else masters.flat.flat_norm()
         image, error, mask, stats = calibrate_array(raw, params=plan.params, masters=masters,
-                                                    dark_scale=dark_scale, norm=job.flat_norm)
+                                                    dark_scale=scale, norm=norm)
         clock.lap("calibrate")
         store.write_frame(plan.cube, plan.index, image, error, mask)
         clock.lap("zarr")
         header = calibrated_header(plan.frame.fits_header(), params=plan.params, masters=masters,
-                                   dark_scale=dark_scale, flat_norm=job.flat_norm, stats=stats,
+                                   dark_scale=scale, flat_norm=norm, stats=stats,
                                    history=f"raw file {Path(plan.frame.path).name}")
         write_calibrated(plan.output, image=image, error=error, header=header,
                          mask=mask if job.write_mask else None)

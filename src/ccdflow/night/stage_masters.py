@@ -13,7 +13,7 @@ import dask.array as da
 from dask.diagnostics import ProgressBar
 from distributed import Client, progress
 
-from ccdflow.array.calibration import Master, flat_norm
+from ccdflow.array.calibration import flat_norm
 from ccdflow.array.combination import rejected_fraction
 from ccdflow.array.masters import StackGeometry, master_bias, master_dark, master_flat, normalise_flat
 from ccdflow.errors import CcdflowError, FrameError
@@ -113,11 +113,13 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
         except CcdflowError as err:
             return MasterResult(plan.name, "failed", str(output), inputs, error=_text(err),
                                 dropped=dropped or None)
-    extra = {}
+    extra, attrs = {}, {}
     if plan.kind == "flat":
-        norm = flat_norm(Master(data))
+        norm = flat_norm(data)
         data, error = normalise_flat(data, error, norm)
         extra["FLATNORM"] = (norm, "clipped mean divided out")
+        # the level the lights divide by, computed here once (about 1 after the division)
+        attrs["norm"] = flat_norm(data)
     rejected = rejected_fraction(count, len(plan.frames))
     exptime = {"bias": 0.0, "dark": 1.0, "flat": None}[plan.kind]
     header = master_header(kind=plan.kind, inputs=[str(f.path) for f in plan.frames],
@@ -129,7 +131,7 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
         "key": plan.key, "kind": plan.kind, "filter": plan.filter, "exptime": exptime,
         "inputs": [str(f.path) for f in plan.frames], "combine": plan.combine.to_dict(),
         "calibration": plan.params.to_dict(), "rejected_fraction": rejected,
-        "fits_name": output.name, "fits_sha1": file_sha1(output),
+        "fits_name": output.name, "fits_sha1": file_sha1(output), **attrs,
     })
     return MasterResult(plan.name, "built", str(output), [str(f.path) for f in plan.frames],
                         time.perf_counter() - start, rejected, dropped or None)
