@@ -235,7 +235,8 @@ class Calibrator:
                                 hdu=frame.hdu).params
         masters = Masters(*(self._load_master(s[f"master_{k}"]) for k in ("bias", "dark", "flat")))
         check_geometry(frame.shape, params, masters, path=str(frame.path), hdu=frame.hdu)
-        scale = math.nan if masters.dark is None else dark_scale(params.exptime, masters.dark)
+        scale = math.nan if masters.dark is None else dark_scale(params.exptime, masters.dark.exptime,
+                                                              name=masters.dark.name)
         norm = math.nan if masters.flat is None else masters.flat.flat_norm()
         return params, masters, scale, norm
 

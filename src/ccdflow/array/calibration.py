@@ -210,16 +210,20 @@ def flat_norm(flat: np.ndarray) -> float:
     return clipped_mean(flat, sigma=3.0, maxiters=5)[0]
 
 
-def dark_scale(t_raw: float, dark: Master) -> float:
-    """The factor ``t_raw / t_dark`` a master dark is multiplied by before it is subtracted.
+def dark_scale(t_raw: float, t_dark: float | None, *, name: str | None = None) -> float:
+    """The factor ``t_raw / t_dark`` a dark is multiplied by before it is subtracted.
+
+    The one rule for scaling darks: the `Calibrator`, the night's lights and the night's flats
+    (whose dark is ccdflow's master dark rate, ``t_dark = 1``) all use it.
 
     Parameters
     ----------
     t_raw : float
         The frame's exposure time, s (already resolved: a missing one was reported there).
-    dark : Master
-        The master dark; ``dark.exptime`` is the exposure its values correspond to (1 for the
-        rate ccdflow's own master darks hold).
+    t_dark : float or None
+        The exposure the dark's values correspond to (the master's ``EXPTIME``; 1 for a rate).
+    name : str, optional
+        The dark, named in the warning or error.
 
     Returns
     -------
@@ -228,26 +232,24 @@ def dark_scale(t_raw: float, dark: Master) -> float:
     Raises
     ------
     MissingCalibrationError
-        If the master dark's exposure time is zero or negative (it cannot be scaled).
+        If ``t_dark`` is zero or negative (the dark cannot be scaled).
 
     Notes
     -----
-    A master dark without an exposure time is taken as a rate per second (``t_dark = 1``),
-    with an `ExposureTimeWarning` naming it.
+    A dark without an exposure time is taken as a rate per second (``t_dark = 1``), with an
+    `ExposureTimeWarning` naming it.
 
     Examples
     --------
-    >>> dark_scale(120.0, Master(np.zeros((2, 2)), exptime=60.0))
+    >>> dark_scale(120.0, 60.0)
     2.0
     """
-    t_dark = dark.exptime
     if t_dark is None:
-        warnings.warn(f"{dark.name}: master dark has no exposure time keyword; taking it as a "
+        warnings.warn(f"{name}: master dark has no exposure time keyword; taking it as a "
                       "rate per second (EXPTIME = 1)", ExposureTimeWarning, stacklevel=2)
         t_dark = 1.0
     if not t_dark > 0:
-        raise MissingCalibrationError(
-            f"{dark.name}: master dark EXPTIME is {t_dark}; it cannot be scaled")
+        raise MissingCalibrationError(f"{name}: master dark EXPTIME is {t_dark}; it cannot be scaled")
     return float(t_raw) / float(t_dark)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ccdflow.array.calibration import CalibrationParams
+from ccdflow.array.calibration import CalibrationParams, dark_scale
 from ccdflow.array.combination import Combined, CombineParams, combine
 from ccdflow.array.overscan import OverscanMethods, overscan_correction
 from ccdflow.array.sections import Region
@@ -129,7 +129,8 @@ def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike
     if bias is not None:
         out = out - bias
     if dark_rate is not None:
-        out = out - times * dark_rate
+        scales = [dark_scale(t, 1.0, name="master dark rate") for t in geometry.exptimes]
+        out = out - np.asarray(scales, dtype=np.float32)[:, None, None] * dark_rate
     if per_second:
         out = out / np.maximum(times, np.float32(1e-30))
     return out.astype(np.float32)

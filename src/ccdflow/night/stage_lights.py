@@ -68,7 +68,8 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         clock.lap("masters")
         raw = read_rows(str(plan.frame.path), plan.frame.hdu, slice(None))
         clock.lap("read")
-        scale = math.nan if masters.dark is None else dark_scale(plan.params.exptime, masters.dark)
+        scale = math.nan if masters.dark is None else dark_scale(plan.params.exptime, masters.dark.exptime,
+                                                            name=masters.dark.name)
         norm = math.nan if masters.flat is None else masters.flat.flat_norm()
         image, error, mask, stats = calibrate_array(raw, params=plan.params, masters=masters,
                                                     dark_scale=scale, norm=norm)
