@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 from astropy.io import fits
 
 from ccdflow._version import __version__
-from ccdflow.array.chunks import rows_for_budget
-from ccdflow.array.combination import CombineParams, combine
+from ccdflow.array.combination import CombineParams
 from ccdflow.errors import CcdflowError, ConfigError, MissingCalibrationError
 from ccdflow.io import export
 from ccdflow.io.write import write_fits
@@ -23,6 +21,7 @@ from ccdflow.night.config import CalibrationConfig, ClusterConfig, NightConfig
 from ccdflow.night.plan import FramePlan
 from ccdflow.night.report import NightReport
 from ccdflow.night.run import plan_night, reduce_night
+from ccdflow.night.stage_stacks import combine_calibrated
 from ccdflow.night.store import Store
 
 __all__ = ["ImageReduction"]
@@ -127,13 +126,7 @@ class ImageReduction:
 
     def _combine(self, frames: list[FramePlan]) -> tuple[np.ndarray, np.ndarray]:
         store = Store(self.config.output / "work.zarr")
-        cubes: dict[str, da.Array] = {}
-        for fp in frames:
-            if fp.cube not in cubes:
-                cubes[fp.cube] = da.from_zarr(store.cube_arrays(fp.cube)["image"])
-        stack = da.concatenate([cubes[fp.cube][fp.index][None] for fp in frames])
-        rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1])
-        result = combine(stack.rechunk({0: -1, 1: rows, 2: -1}), params=self.params)
+        result = combine_calibrated(frames, store, self.params)
         scheduler = self.config.cluster.scheduler
         local = scheduler in ("threads", "synchronous", "processes")
         with dask.config.set(scheduler=scheduler) if local else contextlib.nullcontext():

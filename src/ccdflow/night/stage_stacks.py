@@ -13,14 +13,14 @@ from astropy.io import fits
 
 from ccdflow._version import __version__
 from ccdflow.array.chunks import rows_for_budget
-from ccdflow.array.combination import combine
+from ccdflow.array.combination import Combined, CombineParams, combine
 from ccdflow.io.products import write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import FramePlan, Plan, stable_hash
 from ccdflow.night.report import NightReport
 from ccdflow.night.store import Store
 
-__all__ = ["stack_lights"]
+__all__ = ["combine_calibrated", "stack_lights"]
 
 
 def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
@@ -49,6 +49,36 @@ def _header(frames: list[FramePlan], params: dict) -> fits.Header:
     return header
 
 
+def combine_calibrated(frames: list[FramePlan], store: Store, params: CombineParams) -> Combined:
+    """Lazily combine calibrated frames from the night's cubes: the one way lights are stacked.
+
+    Both the night's stacks and `ImageReduction` use it. The frames' slices are read from their
+    cubes (several cubes may be mixed) and combined in full-width row bands sized to the chunk
+    budget, so memory is bounded whatever the number of frames.
+
+    Parameters
+    ----------
+    frames : list of FramePlan
+        Calibrated frames of one image area.
+    store : Store
+        The night's zarr store.
+    params : CombineParams
+        How to combine.
+
+    Returns
+    -------
+    Combined
+        Lazy data, error and count.
+    """
+    cubes: dict[str, da.Array] = {}
+    for fp in frames:
+        if fp.cube not in cubes:
+            cubes[fp.cube] = da.from_zarr(store.cube_arrays(fp.cube)["image"])
+    stack = da.concatenate([cubes[fp.cube][fp.index][None] for fp in frames])
+    rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1])
+    return combine(stack.rechunk({0: -1, 1: rows, 2: -1}), params=params)
+
+
 def stack_lights(plan: Plan, store: Store, config: NightConfig,
                  report: NightReport) -> dict[str, dict]:
     """Combine the calibrated lights of each filter and object into ``stacks/<filter>_<object>``.
@@ -72,10 +102,7 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig,
             out[name] = {"status": "reused", "output": str(path), "seconds": 0.0,
                          "inputs": [str(fp.frame.path) for fp in frames]}
             continue
-        cube = store.cube_arrays(frames[0].cube)["image"]
-        image = da.from_zarr(cube)[[fp.index for fp in frames]]
-        rows = rows_for_budget(len(frames), image.shape[2], image.shape[1])
-        result = combine(image.rechunk({0: -1, 1: rows, 2: -1}), params=params)
+        result = combine_calibrated(frames, store, params)
         data, error, count = dask.compute(result.data, result.error, result.count)
         write_master(path, data=data, error=error, count=count,
                      header=_header(frames, params.to_dict()))
