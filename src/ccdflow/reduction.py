@@ -17,7 +17,7 @@ from ccdflow.array.combination import CombineParams
 from ccdflow.errors import CcdflowError, ConfigError, MissingCalibrationError
 from ccdflow.io import export
 from ccdflow.io.write import write_fits
-from ccdflow.night.config import CalibrationConfig, ClusterConfig, NightConfig
+from ccdflow.night.config import CalibrationConfig, ClusterConfig, CombineByKind, MinFrames, NightConfig
 from ccdflow.night.plan import FramePlan
 from ccdflow.night.report import NightReport
 from ccdflow.night.run import plan_night, reduce_night
@@ -70,11 +70,11 @@ class ImageReduction:
         self.config = NightConfig(
             filelist=self.filelist.resolve(), output=self.work_dir.resolve(),
             calibration=CalibrationConfig.from_dict(calibration or {}),
-            combine={kind: params if kind == "light" else
-                     CombineParams(sigma_lower=sigma, sigma_upper=sigma,
-                                   scale="median" if kind == "flat" else None)
-                     for kind in ("bias", "dark", "flat", "light")},
-            min_frames={"bias": 1, "dark": 1, "flat": 1},
+            combine=CombineByKind(
+                light=params, **{kind: CombineParams(sigma_lower=sigma, sigma_upper=sigma,
+                                                     scale="median" if kind == "flat" else None)
+                                 for kind in ("bias", "dark", "flat")}),
+            min_frames=MinFrames(bias=1, dark=1, flat=1),
             cluster=ClusterConfig(scheduler=scheduler),
         )
         self.report: NightReport | None = None

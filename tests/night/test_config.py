@@ -14,7 +14,7 @@ from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError
 from ccdflow.night import NightConfig, load_config
-from ccdflow.night.config import CalibrationConfig, ClusterConfig
+from ccdflow.night.config import CalibrationConfig, ClusterConfig, CombineByKind, MinFrames
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MINIMAL = {"input": {"filelist": "night.csv"}}
@@ -44,22 +44,47 @@ def test_defaults(tmp_path):
     assert cal.overscan_params == OverscanParams()
     assert (cal.gain, cal.read_noise, cal.saturation) == ("header", "header", "header")
     assert cal.mask is True and cal.float_frames_are_processed is True
-    assert config.combine == {"bias": CombineParams(), "dark": CombineParams(),
-                              "flat": CombineParams(scale="median"), "light": CombineParams()}
-    assert config.min_frames == {"bias": 3, "dark": 3, "flat": 3}
+    assert dict(config.combine.items()) == {
+        "bias": CombineParams(), "dark": CombineParams(), "flat": CombineParams(scale="median"),
+        "light": CombineParams()}
+    assert dict(config.min_frames.items()) == {"bias": 3, "dark": 3, "flat": 3}
     assert config.stack_lights is False
     assert config.cluster == ClusterConfig()
     assert config.cluster.scheduler is None and config.cluster.n_workers is None
     assert config.source is None
 
 
-def test_defaults_are_not_shared_between_configs(tmp_path):
+def test_configs_are_immutable_all_the_way_down(tmp_path):
     one = NightConfig.from_dict(MINIMAL, base=tmp_path)
-    one.combine["bias"] = CombineParams(method="mean")
-    one.min_frames["bias"] = 10
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        one.combine["bias"] = CombineParams(method="mean")
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        one.min_frames["bias"] = 10
+    for value in (one, one.combine, one.min_frames, one.calibration, one.cluster):
+        with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign"):
+            value.stack_lights = True
     two = NightConfig.from_dict(MINIMAL, base=tmp_path)
-    assert two.combine["bias"] == CombineParams()
-    assert two.min_frames["bias"] == 3
+    assert two.combine["bias"] == CombineParams() and two.min_frames["bias"] == 3
+
+
+@pytest.mark.parametrize(("build", "key"), [
+    (lambda: ClusterConfig(n_workers=-3), "cluster.n_workers"),
+    (lambda: ClusterConfig(threads_per_worker=0), "cluster.threads_per_worker"),
+    (lambda: ClusterConfig(memory_limit="lots"), "cluster.memory_limit"),
+    (lambda: ClusterConfig(scheduler="http://x"), "cluster.scheduler"),
+    (lambda: CalibrationConfig(gain=0.0), "calibration.gain"),
+    (lambda: CalibrationConfig(read_noise=-1.0), "calibration.read_noise"),
+    (lambda: CalibrationConfig(overscan_method="magic"), "calibration.overscan_method"),
+    (lambda: CalibrationConfig(image_area=[0, 1]), "calibration.image_area"),
+    (lambda: CalibrationConfig(mask="yes"), "calibration.mask"),
+    (lambda: MinFrames(flat=-1), "min_frames.flat"),
+    (lambda: CombineByKind(flat={"method": "mean"}), "combine.flat"),
+    (lambda: NightConfig(output=Path("x")), "input"),
+    (lambda: NightConfig(filelist=Path("a.csv"), stack_lights="no"), "stack_lights"),
+])
+def test_values_are_validated_at_construction(build, key):
+    with pytest.raises(ConfigError, match="^" + re.escape(key) + ": "):
+        build()
 
 
 def test_combine_fields_merge_with_the_frame_type_defaults(tmp_path):
@@ -107,7 +132,7 @@ def test_explicit_values(tmp_path):
     assert cal.overscan_method == OverscanMethods.median_per_line
     assert cal.overscan_params == OverscanParams(order=2)
     assert (cal.gain, cal.read_noise, cal.saturation, cal.mask) == (1.5, 4.0, None, False)
-    assert config.min_frames == {"bias": 3, "dark": 3, "flat": 0}
+    assert config.min_frames == MinFrames(flat=0)
     assert config.stack_lights is True
     assert config.cluster == ClusterConfig(scheduler="tcp://127.0.0.1:8786", n_workers=2,
                                            memory_limit="2GB")
@@ -141,8 +166,8 @@ def test_example_yaml_equals_the_defaults():
     assert dataclasses.replace(example, source=None) == minimal
     # and, paths aside, the defaults of a config given nothing but its input
     bare = NightConfig.from_dict(MINIMAL, base="/elsewhere")
-    assert dataclasses.replace(example, filelist=None, output=Path(), source=None) == \
-        dataclasses.replace(bare, filelist=None, output=Path())
+    assert dataclasses.replace(example, filelist=Path("x"), output=Path(), source=None) == \
+        dataclasses.replace(bare, filelist=Path("x"), output=Path())
 
 
 def test_example_yaml_names_every_key():

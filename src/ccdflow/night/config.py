@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from dask.utils import parse_bytes
 
 from ccdflow.array.combination import CombineParams
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
@@ -20,13 +21,67 @@ from ccdflow.io.frame_settings import HEADER, OFF, FrameSettings
 __all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "load_config"]
 
 FRAME_KINDS = ("bias", "dark", "flat", "light")
-_DEFAULT_COMBINE = {
-    "bias": CombineParams(),
-    "dark": CombineParams(),
-    "flat": CombineParams(scale="median"),
-    "light": CombineParams(),
-}
-_DEFAULT_MIN_FRAMES = {"bias": 3, "dark": 3, "flat": 3}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CombineByKind:
+    """`CombineParams` per frame type; ``combine["flat"]`` reads like a mapping.
+
+    Examples
+    --------
+    >>> CombineByKind()["flat"].scale.value
+    'median'
+    """
+
+    bias: CombineParams = CombineParams()
+    dark: CombineParams = CombineParams()
+    flat: CombineParams = CombineParams(scale="median")
+    light: CombineParams = CombineParams()
+
+    def __post_init__(self):
+        for kind in FRAME_KINDS:
+            if not isinstance(getattr(self, kind), CombineParams):
+                raise ConfigError(f"combine.{kind}",
+                                  f"expected CombineParams, got {getattr(self, kind)!r}")
+
+    def __getitem__(self, kind: str) -> CombineParams:
+        return getattr(self, kind)
+
+    def items(self) -> list[tuple[str, CombineParams]]:
+        """(frame type, parameters) pairs."""
+        return [(kind, getattr(self, kind)) for kind in FRAME_KINDS]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinFrames:
+    """The number of calibration frames per type below which the plan warns.
+
+    Examples
+    --------
+    >>> MinFrames(flat=5)["flat"]
+    5
+    """
+
+    bias: int = 3
+    dark: int = 3
+    flat: int = 3
+
+    def __post_init__(self):
+        for kind in ("bias", "dark", "flat"):
+            parse_int(getattr(self, kind), key=f"min_frames.{kind}", minimum=0)
+
+    def __getitem__(self, kind: str) -> int:
+        return getattr(self, kind)
+
+    def get(self, kind: str, default: int = 0) -> int:
+        """The minimum for ``kind``, ``default`` for a type without one (lights)."""
+        return getattr(self, kind, default)
+
+    def items(self) -> list[tuple[str, int]]:
+        """(frame type, minimum) pairs."""
+        return [(kind, getattr(self, kind)) for kind in ("bias", "dark", "flat")]
+
+
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$")
 
@@ -55,6 +110,20 @@ def check_scheduler(value: Any, *, key: str = "cluster.scheduler") -> str | None
                       f"like tcp://host:port, got {value!r}")
 
 
+def _check_memory(memory: Any, *, key: str) -> None:
+    """A worker memory limit: null, ``"auto"``, a size dask understands (``"4GB"``) or bytes > 0."""
+    if memory is None or memory == "auto":
+        return
+    try:
+        size = parse_bytes(memory) if isinstance(memory, str) else memory
+    except ValueError:
+        size = None
+    if isinstance(size, bool) or not isinstance(size, int | float) or not size > 0:
+        raise ConfigError(key, "expected null, a size such as '4GB' or 'auto', or a number of bytes, "
+                          f"got {memory!r}")
+
+
+
 @dataclass(frozen=True, kw_only=True)
 class CalibrationConfig:
     """The ``calibration`` section: geometry and detector numbers, each a value or ``"header"``."""
@@ -68,6 +137,32 @@ class CalibrationConfig:
     saturation: float | str | None = HEADER
     mask: bool = True
     float_frames_are_processed: bool = True
+
+    def __post_init__(self):
+        key = "calibration"
+        if self.overscans not in (None, HEADER):
+            overscans = (self.overscans,) if isinstance(self.overscans, Region) else self.overscans
+            if not all(isinstance(r, Region) for r in overscans):
+                raise ConfigError(f"{key}.overscans",
+                                  f"expected regions or 'header', got {overscans!r}")
+            object.__setattr__(self, "overscans", tuple(overscans))
+        object.__setattr__(self, "overscan_method", parse_enum(
+            OverscanMethods, self.overscan_method, key=f"{key}.overscan_method"))
+        if not isinstance(self.overscan_params, OverscanParams):
+            raise ConfigError(f"{key}.overscan_params",
+                              f"expected OverscanParams, got {self.overscan_params!r}")
+        if not (self.image_area in (None, HEADER) or isinstance(self.image_area, Region)):
+            raise ConfigError(f"{key}.image_area",
+                              f"expected a region or 'header', got {self.image_area!r}")
+        for name in ("gain", "read_noise", "saturation"):
+            value = getattr(self, name)
+            if value != HEADER and not (value is None and name == "saturation"):
+                object.__setattr__(self, name, parse_number(value, key=f"{key}.{name}",
+                                                            strict=name == "gain"))
+        for name in ("mask", "float_frames_are_processed"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{key}.{name}",
+                                  f"expected true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, key: str = "calibration") -> CalibrationConfig:
@@ -129,18 +224,19 @@ class ClusterConfig:
     scheduler: str | None = None
     n_workers: int | None = None
     threads_per_worker: int = 1
-    memory_limit: str | None = None
+    memory_limit: str | int | None = None
+
+    def __post_init__(self):
+        check_scheduler(self.scheduler, key="cluster.scheduler")
+        parse_int(self.n_workers, key="cluster.n_workers", minimum=1, allow_none=True)
+        parse_int(self.threads_per_worker, key="cluster.threads_per_worker", minimum=1)
+        _check_memory(self.memory_limit, key="cluster.memory_limit")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, key: str = "cluster") -> ClusterConfig:
         """Validate the section."""
         data = _mapping(data, key)
         check_keys(cls, data, key=key)
-        memory = data.get("memory_limit")
-        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, str | int | float)
-                                   or (not isinstance(memory, str) and memory <= 0)):
-            raise ConfigError(f"{key}.memory_limit", "expected null, a size such as '4GB' or 'auto', "
-                              f"or a number of bytes, got {memory!r}")
         return cls(
             scheduler=check_scheduler(data.get("scheduler"), key=f"{key}.scheduler"),
             n_workers=parse_int(data.get("n_workers"), key=f"{key}.n_workers", minimum=1,
@@ -165,9 +261,9 @@ class NightConfig:
         Output folder.
     calibration : CalibrationConfig
         Geometry and detector numbers.
-    combine : dict of CombineParams
+    combine : CombineByKind
         Per frame type (``bias``, ``dark``, ``flat``, ``light``).
-    min_frames : dict of int
+    min_frames : MinFrames
         Fewer frames of a type give a warning.
     stack_lights : bool
         Also combine the calibrated lights per filter and object.
@@ -181,11 +277,25 @@ class NightConfig:
     directory: Path | None = None
     output: Path = Path("reduced")
     calibration: CalibrationConfig = CalibrationConfig()
-    combine: dict[str, CombineParams] = field(default_factory=lambda: dict(_DEFAULT_COMBINE))
-    min_frames: dict[str, int] = field(default_factory=lambda: dict(_DEFAULT_MIN_FRAMES))
+    combine: CombineByKind = CombineByKind()
+    min_frames: MinFrames = MinFrames()
     stack_lights: bool = False
     cluster: ClusterConfig = ClusterConfig()
     source: Path | None = None
+
+    def __post_init__(self):
+        if (self.filelist is None) == (self.directory is None):
+            raise ConfigError("input", "give exactly one of 'filelist' and 'directory'")
+        for name in ("filelist", "directory", "output", "source"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        for name, kind in (("calibration", CalibrationConfig), ("combine", CombineByKind),
+                           ("min_frames", MinFrames), ("cluster", ClusterConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(name, f"expected {kind.__name__}, got {getattr(self, name)!r}")
+        if not isinstance(self.stack_lights, bool):
+            raise ConfigError("stack_lights", f"expected true or false, got {self.stack_lights!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base: str | Path = ".",
@@ -208,14 +318,14 @@ class NightConfig:
         if ("filelist" in source_in) == ("directory" in source_in):
             raise ConfigError("input", "give exactly one of 'filelist' and 'directory'")
         resolve = lambda value, key: (base / _path_value(value, key)).resolve()  # noqa: E731
-        combine = dict(_DEFAULT_COMBINE)
+        combine = {}
         for kind, params in _mapping(data.get("combine"), "combine").items():
             if kind not in FRAME_KINDS:
                 raise ConfigError(f"combine.{kind}", f"unknown frame type; expected {FRAME_KINDS}")
             combine[kind] = _combine_params(params, kind)
-        min_frames = dict(_DEFAULT_MIN_FRAMES)
+        min_frames = {}
         for kind, count in _mapping(data.get("min_frames"), "min_frames").items():
-            if kind not in _DEFAULT_MIN_FRAMES:
+            if kind not in ("bias", "dark", "flat"):
                 raise ConfigError(f"min_frames.{kind}", "expected bias, dark or flat")
             min_frames[kind] = parse_int(count, key=f"min_frames.{kind}", minimum=0)
         stack = data.get("stack_lights", False)
@@ -228,8 +338,8 @@ class NightConfig:
             if "directory" in source_in else None,
             output=resolve(data.get("output", "reduced"), "output"),
             calibration=CalibrationConfig.from_dict(_mapping(data.get("calibration"), "calibration")),
-            combine=combine,
-            min_frames=min_frames,
+            combine=CombineByKind(**combine),
+            min_frames=MinFrames(**min_frames),
             stack_lights=stack,
             cluster=ClusterConfig.from_dict(_mapping(data.get("cluster"), "cluster")),
             source=source,
@@ -253,7 +363,7 @@ class NightConfig:
                 "mask": cal.mask, "float_frames_are_processed": cal.float_frames_are_processed,
             },
             "combine": {k: v.to_dict() for k, v in self.combine.items()},
-            "min_frames": dict(self.min_frames),
+            "min_frames": dict(self.min_frames.items()),
             "stack_lights": self.stack_lights,
             "cluster": {"scheduler": self.cluster.scheduler, "n_workers": self.cluster.n_workers,
                         "threads_per_worker": self.cluster.threads_per_worker,
@@ -270,7 +380,7 @@ def _combine_params(params: Any, kind: str) -> CombineParams:
     if params is not None and not isinstance(params, Mapping):
         raise ConfigError(f"combine.{kind}", f"expected a mapping, got {params!r}")
     check_keys(CombineParams, dict(params or {}), key=f"combine.{kind}")
-    merged = {**_DEFAULT_COMBINE[kind].to_dict(), **(params or {})}
+    merged = {**CombineByKind()[kind].to_dict(), **(params or {})}
     return CombineParams.from_dict(merged, key=f"combine.{kind}")
 
 
