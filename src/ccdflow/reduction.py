@@ -19,7 +19,7 @@ from ccdflow.io import export
 from ccdflow.io.write import write_fits
 from ccdflow.night.config import CalibrationConfig, ClusterConfig, CombineByKind, MinFrames, NightConfig
 from ccdflow.night.plan import FramePlan
-from ccdflow.night.report import NightReport
+from ccdflow.night.report import FrameStatus, NightReport
 from ccdflow.night.run import plan_night, reduce_night
 from ccdflow.night.stage_stacks import combine_calibrated
 from ccdflow.night.store import Store
@@ -121,7 +121,8 @@ class ImageReduction:
     @staticmethod
     def _calibrated(frames: list[FramePlan], report: NightReport, kind: str) -> list[FramePlan]:
         """The planned frames of a type that were calibrated (now or by an earlier run)."""
-        ok = {path for path, f in report.frames.items() if f["status"] in ("done", "skipped")}
+        ok = {path for path, f in report.frames.items()
+              if f["status"] in (FrameStatus.done, FrameStatus.skipped)}
         return [fp for fp in frames if fp.frame.type == kind and str(fp.frame.path) in ok]
 
     def _combine(self, frames: list[FramePlan]) -> tuple[np.ndarray, np.ndarray]:

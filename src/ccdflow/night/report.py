@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ccdflow.io.write import atomic_path
 
-__all__ = ["NightReport"]
+__all__ = ["FrameStatus", "NightReport", "ProductStatus"]
+
+
+class FrameStatus(StrEnum):
+    """What happened to one light or arc."""
+
+    done = "done"
+    """Calibrated in this run."""
+    skipped = "skipped"
+    """Already calibrated by an earlier run with the same inputs and parameters; reused."""
+    failed = "failed"
+    """Not calibrated; the report says why."""
+
+
+class ProductStatus(StrEnum):
+    """What happened to one master or stack."""
+
+    built = "built"
+    """Computed in this run."""
+    reused = "reused"
+    """Unchanged inputs and parameters: the earlier product is kept."""
+    failed = "failed"
+    """Not built; the report says why."""
 
 
 @dataclass
@@ -29,9 +52,9 @@ class NightReport:
     @property
     def failures(self) -> dict[str, str]:
         """Every failed frame or master with its reason."""
-        out = {path: f["error"] for path, f in self.frames.items() if f["status"] == "failed"}
+        out = {path: f["error"] for path, f in self.frames.items() if f["status"] == FrameStatus.failed}
         out.update({f"master {name}": m["error"] for name, m in self.masters.items()
-                    if m["status"] == "failed"})
+                    if m["status"] == ProductStatus.failed})
         for name, m in self.masters.items():
             out.update({path: f"left out of master {name}: {why}"
                         for path, why in (m.get("dropped") or {}).items()})
@@ -42,7 +65,7 @@ class NightReport:
         """True when nothing failed."""
         return not self.failures
 
-    def count(self, status: str) -> int:
+    def count(self, status: FrameStatus | str) -> int:
         """Frames with the given status (done, skipped, failed)."""
         return sum(1 for f in self.frames.values() if f["status"] == status)
 

@@ -19,7 +19,7 @@ from ccdflow.night.cluster import open_cluster
 from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.plan import Plan, make_plan
-from ccdflow.night.report import NightReport
+from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_job
 from ccdflow.night.stage_masters import build_master
 from ccdflow.night.stage_stacks import stack_lights
@@ -78,14 +78,14 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
         missing = [n for n in (fp.bias, fp.dark, fp.flat) if n in failed_masters]
         if missing:
             report.frames[str(fp.frame.path)] = asdict(FrameResult(
-                str(fp.frame.path), str(fp.output), "failed",
+                str(fp.frame.path), str(fp.output), FrameStatus.failed,
                 error=f"MissingCalibrationError: master {missing[0]} could not be built "
                       f"({failed_masters[missing[0]]})"))
             continue
         record = store.record(fp.cube, fp.output.stem)
         if record and record.get("key") == fp.key and fp.output.exists():
             report.frames[str(fp.frame.path)] = asdict(FrameResult(
-                str(fp.frame.path), str(fp.output), "skipped", 0.0, None, record.get("stats")))
+                str(fp.frame.path), str(fp.output), FrameStatus.skipped, 0.0, None, record.get("stats")))
             continue
         store.forget_record(fp.cube, fp.output.stem)
         jobs.append(FrameJob(fp, store, config.calibration.mask))
@@ -137,7 +137,7 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
     for message in plan.warnings:
         echo(f"warning: {message}")
     for path, reason in plan.failures.items():
-        report.frames[path] = asdict(FrameResult(path, "", "failed", 0.0, reason))
+        report.frames[path] = asdict(FrameResult(path, "", FrameStatus.failed, 0.0, reason))
     config.output.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(config)
     store = Store(config.output / "work.zarr")
@@ -150,13 +150,13 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
         for master in plan.masters:
             if any(need in failed for need in master.needs):
                 failed[master.name] = f"needs master {next(n for n in master.needs if n in failed)}"
-                report.masters[master.name] = {"name": master.name, "status": "failed",
+                report.masters[master.name] = {"name": master.name, "status": ProductStatus.failed,
                                                "error": failed[master.name], "seconds": 0.0}
                 continue
             echo(f"master {master.name}: {len(master.frames)} frames")
             result = build_master(master, store, config, client=client, show=progress)
             report.masters[master.name] = result.to_dict()
-            if result.status == "failed":
+            if result.status == ProductStatus.failed:
                 failed[master.name] = result.error
         report.seconds["masters"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -17,6 +17,7 @@ from ccdflow.errors import CcdflowError
 from ccdflow.io.fits import read_rows
 from ccdflow.io.products import calibrated_header, write_calibrated
 from ccdflow.night.plan import FramePlan
+from ccdflow.night.report import FrameStatus
 from ccdflow.night.store import Store
 
 __all__ = ["FrameJob", "FrameResult", "calibrate_frame_job"]
@@ -39,7 +40,7 @@ class FrameResult:
 
     path: str
     output: str
-    status: str  # done | skipped | failed
+    status: FrameStatus
     seconds: float = 0.0
     error: str | None = None
     stats: dict | None = None
@@ -86,10 +87,10 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         stats = {**stats, "timings": clock.laps}
         store.write_record(plan.cube, plan.output.stem, {
             "key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats})
-        return FrameResult(str(plan.frame.path), str(plan.output), "done", seconds, None, stats)
+        return FrameResult(str(plan.frame.path), str(plan.output), FrameStatus.done, seconds, None, stats)
     except CcdflowError as err:
         logger.error("%s: %s", plan.frame.path, err)
-        return FrameResult(str(plan.frame.path), str(plan.output), "failed",
+        return FrameResult(str(plan.frame.path), str(plan.output), FrameStatus.failed,
                            time.perf_counter() - start, f"{type(err).__name__}: {err}")
 
 

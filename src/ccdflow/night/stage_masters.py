@@ -21,6 +21,7 @@ from ccdflow.io.fits import open_stack
 from ccdflow.io.products import file_sha1, master_header, write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import MasterPlan
+from ccdflow.night.report import ProductStatus
 from ccdflow.night.store import Store
 
 __all__ = ["MasterResult", "build_master"]
@@ -33,7 +34,7 @@ class MasterResult:
     """The outcome of one master, for the night report."""
 
     name: str
-    status: str  # built | reused | failed
+    status: ProductStatus
     output: str
     inputs: list[str]
     seconds: float = 0.0
@@ -94,7 +95,7 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
     output = config.output / "masters" / f"{plan.name}.fits"
     inputs = [str(f.path) for f in plan.frames]
     if store.master_is_current(plan.name, plan.key) and output.exists():
-        return MasterResult(plan.name, "reused", str(output), inputs)
+        return MasterResult(plan.name, ProductStatus.reused, str(output), inputs)
     start = time.perf_counter()
     dropped: dict[str, str] = {}
     while True:
@@ -106,12 +107,12 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
             # a corrupt input: leave it out and combine the rest
             names = [str(f.path) for f in plan.frames]
             if err.path not in names or len(plan.frames) == 1:
-                return MasterResult(plan.name, "failed", str(output), inputs, error=_text(err),
+                return MasterResult(plan.name, ProductStatus.failed, str(output), inputs, error=_text(err),
                                     dropped=dropped or None)
             dropped[err.path] = _text(err)
             plan = replace(plan, frames=tuple(f for f in plan.frames if str(f.path) != err.path))
         except CcdflowError as err:
-            return MasterResult(plan.name, "failed", str(output), inputs, error=_text(err),
+            return MasterResult(plan.name, ProductStatus.failed, str(output), inputs, error=_text(err),
                                 dropped=dropped or None)
     extra, attrs = {}, {}
     if plan.kind == "flat":
@@ -133,7 +134,7 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
         "calibration": plan.params.to_dict(), "rejected_fraction": rejected,
         "fits_name": output.name, "fits_sha1": file_sha1(output), **attrs,
     })
-    return MasterResult(plan.name, "built", str(output), [str(f.path) for f in plan.frames],
+    return MasterResult(plan.name, ProductStatus.built, str(output), [str(f.path) for f in plan.frames],
                         time.perf_counter() - start, rejected, dropped or None)
 
 

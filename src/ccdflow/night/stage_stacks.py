@@ -17,7 +17,7 @@ from ccdflow.array.combination import Combined, CombineParams, combine
 from ccdflow.io.products import write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import FramePlan, Plan, stable_hash
-from ccdflow.night.report import NightReport
+from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.store import Store
 
 __all__ = ["combine_calibrated", "stack_lights"]
@@ -28,7 +28,7 @@ def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
     for fp in plan.frames:
         if fp.frame.type != "light":
             continue
-        if report.frames.get(str(fp.frame.path), {}).get("status") in ("done", "skipped"):
+        if report.frames.get(str(fp.frame.path), {}).get("status") in (FrameStatus.done, FrameStatus.skipped):
             name = f"{fp.frame.filter or 'none'}_{fp.frame.object or 'field'}"
             groups[re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)].append(fp)
     return groups
@@ -99,7 +99,7 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig,
         key = stable_hash([fp.key for fp in frames], params.to_dict())
         attrs = store.root("r").get(f"stacks/{name}")
         if attrs is not None and attrs.attrs.get("key") == key and path.exists():
-            out[name] = {"status": "reused", "output": str(path), "seconds": 0.0,
+            out[name] = {"status": ProductStatus.reused, "output": str(path), "seconds": 0.0,
                          "inputs": [str(fp.frame.path) for fp in frames]}
             continue
         result = combine_calibrated(frames, store, params)
@@ -107,6 +107,7 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig,
         write_master(path, data=data, error=error, count=count,
                      header=_header(frames, params.to_dict()))
         store.root().require_group(f"stacks/{name}").attrs.update({"key": key})
-        out[name] = {"status": "built", "output": str(path), "seconds": time.perf_counter() - start,
+        out[name] = {"status": ProductStatus.built, "output": str(path),
+                     "seconds": time.perf_counter() - start,
                      "inputs": [str(fp.frame.path) for fp in frames]}
     return out
