@@ -45,7 +45,9 @@ def _imports(path: Path) -> set[str]:
 
 
 MODULES = sorted(SRC.rglob("*.py"))
-FOLDERS = sorted(p.name for p in SRC.iterdir() if p.is_dir() and not p.name.startswith("_"))
+# a folder without Python modules (configs/: package data) is not a layer
+FOLDERS = sorted(p.name for p in SRC.iterdir()
+                 if p.is_dir() and not p.name.startswith("_") and any(p.rglob("*.py")))
 
 
 def test_every_folder_is_a_known_layer():

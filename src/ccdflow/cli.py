@@ -1,4 +1,4 @@
-"""The ``ccdflow`` command: run, validate, synth and demo."""
+"""The ``ccdflow`` command: init, plan, run, report, validate, synth and demo."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ def _fail(err: CcdflowError) -> None:
     sys.exit(2)
 
 
-@click.group()
-@click.version_option(__version__, prog_name="ccdflow")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
-def main(verbose: bool) -> None:
-    """Calibrate whole nights of CCD frames in parallel on Dask."""
-    level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+_QUIET = "ccdflow.quiet"
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
     # distributed sets its own loggers to INFO when imported: import it now, then quieten them,
     # so that the terminal shows our progress and summary
     import distributed  # noqa: F401
@@ -35,6 +35,41 @@ def main(verbose: bool) -> None:
         logging.getLogger(name).setLevel(level)
     # the dashboard's host-wildcard notice is not actionable for a local cluster
     logging.getLogger("bokeh").setLevel(level if verbose else logging.ERROR)
+    click.get_current_context().meta[_QUIET] = quiet and not verbose
+
+
+def _verbosity(command):
+    """Accept ``-v``/``-q`` after the subcommand too (``ccdflow run -v CONFIG``)."""
+
+    def set_verbose(ctx: click.Context, _param, value: bool) -> None:
+        if value:
+            _configure_logging(True, False)
+
+    def set_quiet(ctx: click.Context, _param, value: bool) -> None:
+        if value:
+            _configure_logging(False, True)
+
+    command = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_quiet,
+                           help="Print errors only.")(command)
+    return click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=set_verbose,
+                        help="Log progress details.")(command)
+
+
+def _quiet() -> bool:
+    return bool(click.get_current_context().meta.get(_QUIET))
+
+
+@click.group()
+@click.version_option(__version__, prog_name="ccdflow")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+def main(verbose: bool, quiet: bool) -> None:
+    """Calibrate whole nights of CCD frames in parallel on Dask."""
+    _configure_logging(verbose, quiet)
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """Drop progress lines (``--quiet``)."""
 
 
 def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
@@ -44,11 +79,15 @@ def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
     try:
         check_scheduler(scheduler, key="--scheduler")  # a typo is an error here, not a traceback
         config = load_config(config_path)
-        report = reduce_night(config, scheduler=scheduler, n_workers=workers, echo=click.echo)
+        report = reduce_night(config, scheduler=scheduler, n_workers=workers,
+                              echo=_silent if _quiet() else click.echo, progress=not _quiet())
     except CcdflowError as err:
         _fail(err)
-    click.echo(report.summary())
-    click.echo(f"outputs in {config.output}  (report: {config.output / 'report.json'})")
+    if not _quiet():
+        click.echo(report.summary())
+        page = config.output / "report.html"
+        click.echo(f"outputs in {config.output}  (report: {config.output / 'report.json'}"
+                   + (f", {page}" if page.exists() else "") + ")")
     if not report.ok:
         click.echo(f"{len(report.failures)} failure(s):", err=True)
         for path, reason in report.failures.items():
@@ -60,13 +99,83 @@ def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--scheduler", help="tcp://host:port of a dask scheduler, or threads/synchronous.")
 @click.option("--workers", type=click.IntRange(min=1), help="LocalCluster workers.")
-def run(config: Path, scheduler: str | None, workers: int | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Print what each light will use; compute nothing.")
+@_verbosity
+def run(config: Path, scheduler: str | None, workers: int | None, dry_run: bool) -> None:
     """Reduce the night described by CONFIG (YAML)."""
-    _run(config, scheduler, workers)
+    if dry_run:
+        _plan(config)
+    else:
+        _run(config, scheduler, workers)
+
+
+def _plan(config_path: Path) -> None:
+    from ccdflow.night import load_config
+    from ccdflow.night.plan_text import plan_lines
+    from ccdflow.night.run import plan_night
+
+    try:
+        plan = plan_night(load_config(config_path))
+    except CcdflowError as err:
+        _fail(err)
+    for line in plan_lines(plan):
+        click.echo(line)
+    for path, reason in plan.failures.items():
+        click.echo(f"invalid: {path}: {reason}", err=True)
+    if plan.failures:
+        sys.exit(1)
 
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@_verbosity
+def plan(config: Path) -> None:
+    """Print the masters each light of CONFIG will use, with the dark scale; compute nothing."""
+    _plan(config)
+
+
+@main.command()
+@click.argument("output", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_verbosity
+def report(output: Path) -> None:
+    """Rebuild OUTPUT/report.html from OUTPUT/report.json and the FITS products."""
+    from ccdflow.io.report_page import write_report_page
+
+    try:
+        path = write_report_page(output)
+    except CcdflowError as err:
+        _fail(err)
+    except ImportError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    if not _quiet():
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace an existing night.yaml.")
+@_verbosity
+def init(directory: Path, force: bool) -> None:
+    """Write DIRECTORY/night.yaml: a commented template of every key with its default."""
+    from importlib.resources import files
+
+    from ccdflow.errors import OutputExistsError
+    from ccdflow.io.write import atomic_path
+
+    path = directory / "night.yaml"
+    try:
+        with atomic_path(path, overwrite=force) as tmp:
+            tmp.write_text((files("ccdflow") / "configs" / "example.yaml").read_text())
+    except OutputExistsError as err:
+        _fail(OutputExistsError(f"{err} (use --force to replace it)"))
+    if not _quiet():
+        click.echo(f"wrote {path}; edit its input section, then: ccdflow validate {path}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@_verbosity
 def validate(config: Path) -> None:
     """Check CONFIG and its inputs (headers only, no pixels computed)."""
     from ccdflow.night import load_config
@@ -111,10 +220,12 @@ def write_synthetic_night(directory: Path, *, size: int, n_light: int, seed: int
 @click.option("--size", default=256, show_default=True, help="Image rows and columns.")
 @click.option("--lights", default=4, show_default=True, help="Lights per filter.")
 @click.option("--seed", default=0, show_default=True)
+@_verbosity
 def synth(directory: Path, size: int, lights: int, seed: int) -> None:
     """Write a synthetic night (raw frames, night.csv, night.yaml) into DIRECTORY."""
     path = write_synthetic_night(directory, size=size, n_light=lights, seed=seed)
-    click.echo(f"synthetic night written; reduce it with: ccdflow run {path}")
+    if not _quiet():
+        click.echo(f"synthetic night written; reduce it with: ccdflow run {path}")
 
 
 @main.command()
@@ -123,10 +234,12 @@ def synth(directory: Path, size: int, lights: int, seed: int) -> None:
 @click.option("--size", default=256, show_default=True, help="Image rows and columns.")
 @click.option("--scheduler", help="tcp://host:port of a dask scheduler, or threads/synchronous.")
 @click.option("--workers", type=click.IntRange(min=1), help="LocalCluster workers.")
+@_verbosity
 def demo(directory: Path, size: int, scheduler: str | None, workers: int | None) -> None:
     """Synthesize a small night and reduce it end to end."""
     path = write_synthetic_night(directory, size=size, n_light=4, seed=0)
-    click.echo(f"synthetic night in {directory}")
+    if not _quiet():
+        click.echo(f"synthetic night in {directory}")
     _run(path, scheduler, workers)
 
 

@@ -17,6 +17,7 @@ from ccdflow.night import NightConfig, load_config
 from ccdflow.night.config import CalibrationConfig, ClusterConfig, CombineByKind, MinFrames
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+EXAMPLE = Path(__file__).resolve().parents[2] / "src" / "ccdflow" / "configs" / "example.yaml"
 MINIMAL = {"input": {"filelist": "night.csv"}}
 
 
@@ -157,12 +158,12 @@ def test_to_dict_is_plain_and_reloads(tmp_path):
 
 
 def test_example_yaml_equals_the_defaults():
-    example = load_config(CONFIGS / "example.yaml")
+    example = load_config(EXAMPLE)
     minimal = NightConfig.from_dict({"input": {"filelist": "night.csv"}, "output": "reduced/"},
-                                    base=CONFIGS)
-    assert example.source == CONFIGS / "example.yaml"
-    assert example.filelist == CONFIGS / "night.csv"
-    assert example.output == CONFIGS / "reduced"
+                                    base=EXAMPLE.parent)
+    assert example.source == EXAMPLE
+    assert example.filelist == EXAMPLE.parent / "night.csv"
+    assert example.output == EXAMPLE.parent / "reduced"
     assert dataclasses.replace(example, source=None) == minimal
     # and, paths aside, the defaults of a config given nothing but its input
     bare = NightConfig.from_dict(MINIMAL, base="/elsewhere")
@@ -171,7 +172,7 @@ def test_example_yaml_equals_the_defaults():
 
 
 def test_example_yaml_names_every_key():
-    data = yaml.safe_load((CONFIGS / "example.yaml").read_text())
+    data = yaml.safe_load(EXAMPLE.read_text())
     fields = lambda cls: {f.name for f in dataclasses.fields(cls)}  # noqa: E731
     assert set(data) == {"input", "output", "calibration", "combine", "min_frames",
                          "stack_lights", "cluster"}
@@ -182,7 +183,7 @@ def test_example_yaml_names_every_key():
         assert set(params) == fields(CombineParams), kind
     assert set(data["min_frames"]) == {"bias", "dark", "flat"}
     assert set(data["cluster"]) == fields(ClusterConfig)
-    text = (CONFIGS / "example.yaml").read_text()
+    text = EXAMPLE.read_text()
     assert "directory:" in text  # the alternative input, commented out
 
 

@@ -249,7 +249,7 @@ class ClusterConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class NightConfig:
-    """A whole night's configuration (see ``configs/example.yaml`` for every key).
+    """A whole night's configuration (``ccdflow init`` writes every key).
 
     Attributes
     ----------
@@ -409,5 +409,9 @@ def load_config(path: str | Path) -> NightConfig:
     except UnicodeDecodeError as err:
         raise ConfigError(str(path), f"not a text file: {err}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(str(path), f"not valid YAML: {err}") from err
+        # the parser only saw a string: name the file and the line here
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(str(path), f"not valid YAML{where}: "
+                                     f"{getattr(err, 'problem', None) or err}") from err
     return NightConfig.from_dict(data or {}, base=path.resolve().parent, source=path.resolve())

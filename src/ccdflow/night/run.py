@@ -15,6 +15,7 @@ from distributed import Client, as_completed
 
 from ccdflow._version import __version__
 from ccdflow.io.filelist import read_filelist, scan_directory
+from ccdflow.io.report_page import write_report_page_or_warn
 from ccdflow.night.cluster import open_cluster
 from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import describe_frames
@@ -170,4 +171,5 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
             report.seconds["stacks"] = time.perf_counter() - t
     report.seconds["total"] = time.perf_counter() - t0
     report.write(config.output / "report.json")
+    write_report_page_or_warn(config.output)
     return report
