@@ -1,13 +1,13 @@
 import dask.array as da
 import numpy as np
 import pytest
-from tests.conftest import raise_if_dask_computes
 
 from ccdflow.array.assemble import Units, assemble, assemble_frame
 from ccdflow.array.detector import Detector
 from ccdflow.array.overscan import OverscanMethods
 from ccdflow.errors import ConfigError
 from ccdflow.synthetic.amplifiers import make_amplifier_frame
+from conftest import raise_if_dask_computes
 
 
 def _raws(frame):
