@@ -10,11 +10,11 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 from dask.base import tokenize
 
 from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.errors import ConfigError, FrameReadError, IncompatibleFramesError
+from ccdflow.io.fits_integrity import READ_ERRORS, check_cards
 from ccdflow.io.fits_scaling import scale_into
 from ccdflow.io.headers import exposure_time
 
@@ -130,22 +130,22 @@ def read_layout(path: str | os.PathLike, *, hdu: int = 0
     Raises
     ------
     FrameReadError
-        If the file is missing, not FITS, truncated, or the HDU is not a 2-D image.
+        If the file is missing, not FITS, truncated, has a header card that cannot be parsed, or
+        the HDU is not a 2-D image.
     """
     path = str(path)
     try:
         # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
         with open(path, "rb") as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
             index, chosen = _image_hdu(hdul, hdu, path)
+            check_cards(chosen.header, path=path, hdu=index)
             header = chosen.header.copy()
             st = os.fstat(fh.fileno())
             _check_complete(hdul, index, st.st_size, path)
             layout = _plain_layout(hdul, index, chosen, st)
     except FrameReadError:
         raise
-    except (OSError, ValueError, TypeError, EOFError, KeyError, AstropyUserWarning) as err:
-        # AstropyUserWarning arrives as an exception only under an "error" warnings filter
-        # (e.g. "File may have been truncated").
+    except READ_ERRORS as err:
         raise FrameReadError(path, f"cannot read FITS: {err}", hdu=hdu) from err
     return index, header, layout
 
@@ -233,7 +233,8 @@ def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np
     Raises
     ------
     FrameReadError
-        If the pixels cannot be read (truncated file, vanished file, decompression error).
+        If the pixels cannot be read (truncated file, vanished file, corrupt compressed data) or
+        a header card cannot be parsed.
     """
     try:
         # Scaling ourselves avoids astropy's full-frame float64 copy of every 16-bit frame.
@@ -243,13 +244,16 @@ def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np
         ):
             image = hdul[hdu]
             header = image.header
+            check_cards(header, path=path, hdu=hdu)
             raw = np.asarray(image.section[rows, cols])
             blank = header.get("BLANK") if raw.dtype.kind in "iu" else None
             block = np.empty(raw.shape, np.float32)  # native order, detached from the file
             scale_into(raw, block, bscale=float(header.get("BSCALE", 1.0)),
                        bzero=float(header.get("BZERO", 0.0)),
                        blank=None if blank is None else int(blank))
-    except (OSError, ValueError, TypeError, EOFError, IndexError, AstropyUserWarning) as err:
+    except FrameReadError:
+        raise
+    except READ_ERRORS as err:
         raise FrameReadError(path, f"cannot read pixels: {err}", hdu=hdu) from err
     return block
 
