@@ -174,7 +174,7 @@ class CalibratedFrame:
     image, error : dask.array.Array
         float32 calibrated image (ADU) and its 1-sigma error; NaN where not calibratable.
     mask : dask.array.Array
-        uint8 bit flags (1 bad input, 2 saturated, 4 flat <= 0 or missing, 8 master without value).
+        uint8 bit flags (1 bad input, 2 saturated, 4 flat <= 0, 8 master without value).
     stats : dask.delayed.Delayed
         Dict of numbers known only after computing (overscan level, pixels whose master error is
         undefined, flagged pixels).

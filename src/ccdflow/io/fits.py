@@ -10,11 +10,12 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 from dask.base import tokenize
 
 from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.errors import ConfigError, FrameReadError, IncompatibleFramesError
+from ccdflow.io.fits_integrity import READ_ERRORS, check_cards
+from ccdflow.io.fits_scaling import scale_into
 from ccdflow.io.headers import exposure_time
 
 __all__ = [
@@ -129,22 +130,22 @@ def read_layout(path: str | os.PathLike, *, hdu: int = 0
     Raises
     ------
     FrameReadError
-        If the file is missing, not FITS, truncated, or the HDU is not a 2-D image.
+        If the file is missing, not FITS, truncated, has a header card that cannot be parsed, or
+        the HDU is not a 2-D image.
     """
     path = str(path)
     try:
         # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
         with open(path, "rb") as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
             index, chosen = _image_hdu(hdul, hdu, path)
+            check_cards(chosen.header, path=path, hdu=index)
             header = chosen.header.copy()
             st = os.fstat(fh.fileno())
             _check_complete(hdul, index, st.st_size, path)
             layout = _plain_layout(hdul, index, chosen, st)
     except FrameReadError:
         raise
-    except (OSError, ValueError, TypeError, EOFError, KeyError, AstropyUserWarning) as err:
-        # AstropyUserWarning arrives as an exception only under an "error" warnings filter
-        # (e.g. "File may have been truncated").
+    except READ_ERRORS as err:
         raise FrameReadError(path, f"cannot read FITS: {err}", hdu=hdu) from err
     return index, header, layout
 
@@ -176,8 +177,9 @@ def read_header(path: str | os.PathLike, *, hdu: int = 0) -> tuple[int, fits.Hea
 def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> bool:
     """Read full-width rows of an uncompressed image into ``out`` (float32), with one ``pread``.
 
-    The byte order conversion, the cast and the scaling happen in place in ``out``; integer
-    pixels equal to ``BLANK`` become NaN.
+    The byte order conversion, the cast and the scaling happen in ``out`` (see
+    `ccdflow.io.fits_scaling.scale_into`: each value rounded to float32 once); integer pixels
+    equal to ``BLANK`` become NaN.
 
     Returns
     -------
@@ -207,13 +209,7 @@ def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> b
     if len(data) < size:
         raise FrameReadError(path, f"truncated: rows {r0}-{r1} end past the end of the file")
     raw = np.frombuffer(data, layout.dtype).reshape(r1 - r0, layout.shape[1])
-    np.copyto(out, raw, casting="unsafe")
-    if layout.bscale != 1.0:
-        out *= np.float32(layout.bscale)
-    if layout.bzero != 0.0:
-        out += np.float32(layout.bzero)
-    if layout.blank is not None:
-        out[raw == layout.blank] = np.nan
+    scale_into(raw, out, bscale=layout.bscale, bzero=layout.bzero, blank=layout.blank)
     return True
 
 
@@ -237,30 +233,28 @@ def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np
     Raises
     ------
     FrameReadError
-        If the pixels cannot be read (truncated file, vanished file, decompression error).
+        If the pixels cannot be read (truncated file, vanished file, corrupt compressed data) or
+        a header card cannot be parsed.
     """
     try:
-        # Scaling ourselves in float32 avoids astropy's float64 copy of every integer frame.
+        # Scaling ourselves avoids astropy's full-frame float64 copy of every 16-bit frame.
         with (
             open(path, "rb") as fh,
             fits.open(fh, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul,
         ):
             image = hdul[hdu]
             header = image.header
-            raw = image.section[rows, cols]
-            bscale = float(header.get("BSCALE", 1.0))
-            bzero = float(header.get("BZERO", 0.0))
-            blank = header.get("BLANK") if np.asarray(raw).dtype.kind in "iu" else None
-            blanks = None if blank is None else np.asarray(raw) == blank
-            block = np.array(raw, dtype=np.float32)  # a native-order copy, detached from the file
-    except (OSError, ValueError, TypeError, EOFError, IndexError, AstropyUserWarning) as err:
+            check_cards(header, path=path, hdu=hdu)
+            raw = np.asarray(image.section[rows, cols])
+            blank = header.get("BLANK") if raw.dtype.kind in "iu" else None
+            block = np.empty(raw.shape, np.float32)  # native order, detached from the file
+            scale_into(raw, block, bscale=float(header.get("BSCALE", 1.0)),
+                       bzero=float(header.get("BZERO", 0.0)),
+                       blank=None if blank is None else int(blank))
+    except FrameReadError:
+        raise
+    except READ_ERRORS as err:
         raise FrameReadError(path, f"cannot read pixels: {err}", hdu=hdu) from err
-    if bscale != 1.0:
-        block *= np.float32(bscale)
-    if bzero != 0.0:
-        block += np.float32(bzero)
-    if blanks is not None:
-        block[blanks] = np.nan  # undefined pixels, as astropy reads them
     return block
 
 

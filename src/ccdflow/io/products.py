@@ -126,7 +126,7 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
     hdus[1].header["BUNIT"] = ("adu", "1-sigma error of the primary image")
     if mask is not None:
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
-        hdus[2].header["COMMENT"] = "bits: 1 bad input, 2 saturated, 4 flat<=0/missing, 8 master"
+        hdus[2].header["COMMENT"] = "bits: 1 bad input, 2 saturated, 4 flat<=0, 8 no master value"
     return write_fits(path, fits.HDUList(hdus), overwrite=overwrite)
 
 

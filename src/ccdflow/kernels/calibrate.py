@@ -65,7 +65,9 @@ def _kernel(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_
                         undefined += 1
             if has_flat:
                 f = np.float64(flat[i, j]) * inv_norm
-                if f > 0.0:
+                if not math.isfinite(f):
+                    flags |= 8  # no value: the same rule as for the bias and the dark
+                elif f > 0.0:
                     inv_f = 1.0 / f
                     value *= inv_f
                     var *= inv_f * inv_f
@@ -76,7 +78,7 @@ def _kernel(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_
                         else:
                             undefined += 1
                 else:
-                    flags |= 4
+                    flags |= 4  # a flat value that exists but cannot divide
             if r >= saturation:
                 flags |= 2
             if (flags & 13) == 0 and not math.isfinite(value):
@@ -145,7 +147,8 @@ def calibrate_pixels(
     image, error : numpy.ndarray
         float32 calibrated image and its 1-sigma error.
     mask : numpy.ndarray
-        uint8 flags: 1 bad input, 2 saturated, 4 flat <= 0 or missing, 8 master without value.
+        uint8 flags: 1 bad input, 2 saturated, 4 flat value finite and <= 0, 8 a master
+        (bias, dark or flat) without a value (NaN or infinite) at that pixel.
     undefined : int
         Pixels where a master's error is undefined (NaN) though its value is not; counted as 0.
 
@@ -154,8 +157,11 @@ def calibrate_pixels(
     With ``x = raw - level - B``: ``var_pre = var_O + var_B + s^2 var_D + max(x, 0)/g + (RN/g)^2``,
     ``I = (x - s D) / F_n`` and ``var_I = var_pre / F_n^2 + I^2 var_Fn / F_n^2``. Pixels that
     cannot be calibrated (non-finite input, a master without a value, ``F_n <= 0``) are NaN in
-    image and error and flagged; saturated pixels keep their value and are flagged. Arithmetic is
-    float64 per pixel.
+    image and error and flagged; saturated pixels keep their value and are flagged. One rule for
+    a missing value holds for every master: a non-finite bias, dark or flat pixel sets bit 8, and
+    bit 4 is set only where the flat has a finite value ``<= 0``. A NaN master *error* is not a
+    missing value: it counts as 0 and is counted in ``undefined``. Arithmetic is float64 per
+    pixel.
 
     Examples
     --------

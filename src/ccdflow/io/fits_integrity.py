@@ -1,0 +1,73 @@
+"""What makes a FITS file unreadable: the exceptions a corrupt file raises, and unparsable cards."""
+
+from __future__ import annotations
+
+import zlib
+
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
+from astropy.utils.exceptions import AstropyUserWarning
+
+from ccdflow.errors import FrameReadError
+
+try:  # raised by astropy's tile decompression (its cfitsio code); the module is private
+    from astropy.io.fits.hdu.compressed._compression import CfitsioException
+except ImportError:  # pragma: no cover - an astropy without it raises the other kinds
+    CfitsioException = OSError
+
+__all__ = ["READ_ERRORS", "check_cards"]
+
+#: Exceptions that reading a damaged file raises from astropy, zlib or the decompressor; each is
+#: turned into a `FrameReadError` naming the file. The warnings arrive as exceptions only under an
+#: "error" warnings filter (e.g. "File may have been truncated", an overflow decoding tile
+#: descriptors).
+READ_ERRORS = (
+    OSError, EOFError, ValueError, TypeError, KeyError, IndexError, zlib.error, CfitsioException,
+    VerifyError, AstropyUserWarning, RuntimeWarning,
+)
+
+
+def check_cards(header: fits.Header, *, path: str, hdu: int) -> None:
+    """Raise if a card of ``header`` has a value astropy cannot parse.
+
+    astropy parses card values only when they are used, and then either raises a bare
+    ``VerifyError`` (``EXPTIME = 12x.0``) or rewrites the card with a warning (an unterminated
+    string), depending on how it is used. Checking every card at once gives one behaviour.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The header of the HDU read.
+    path : str
+        Its file, for the message.
+    hdu : int
+        Its HDU index, for the message.
+
+    Raises
+    ------
+    FrameReadError
+        Naming the file, the HDU and the first card that cannot be parsed.
+
+    Notes
+    -----
+    Only values are checked. Cards astropy reads despite the standard (a lowercase keyword,
+    a missing space after ``=``) are accepted, as astropy accepts them.
+
+    Examples
+    --------
+    >>> check_cards(fits.Header([("EXPTIME", 12.0)]), path="raw.fits", hdu=0)
+    >>> damaged = fits.Header.fromstring("EXPTIME =                12x.0".ljust(80))
+    >>> try:
+    ...     check_cards(damaged, path="raw.fits", hdu=0)
+    ... except FrameReadError as err:
+    ...     print(err)
+    raw.fits[0]: header card EXPTIME has a value that cannot be parsed
+    """
+    for card in header.cards:
+        try:
+            card.value  # noqa: B018 - parsing is the check
+        except VerifyError as err:
+            # not card.image: formatting an invalid card makes astropy "fix" it, with a warning
+            raise FrameReadError(
+                path, f"header card {card.keyword} has a value that cannot be parsed", hdu=hdu
+            ) from err
