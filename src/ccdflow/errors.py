@@ -18,7 +18,16 @@ __all__ = [
 
 
 class CcdflowError(Exception):
-    """Base class of every error raised by ccdflow."""
+    """Base class of every error raised by ccdflow.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise ConfigError("gain", "must be positive")
+    ... except CcdflowError as err:
+    ...     print(err)
+    gain: must be positive
+    """
 
 
 class ConfigError(CcdflowError, ValueError):
@@ -30,6 +39,12 @@ class ConfigError(CcdflowError, ValueError):
         The configuration key (dotted path) or parameter name at fault.
     message : str
         What is wrong with it.
+
+    Examples
+    --------
+    >>> err = ConfigError("cluster.n_workers", "expected an integer >= 1, got -3")
+    >>> err.key, isinstance(err, ValueError)
+    ('cluster.n_workers', True)
     """
 
     def __init__(self, key: str, message: str):
@@ -53,6 +68,11 @@ class FrameError(CcdflowError):
         What is wrong with it.
     hdu : int or str, optional
         The HDU concerned.
+
+    Examples
+    --------
+    >>> print(FrameError("raw/b1.fits", "EXPTIME = -1 is not an exposure time", hdu=0))
+    raw/b1.fits[0]: EXPTIME = -1 is not an exposure time
     """
 
     def __init__(self, path: str | Path, message: str, *, hdu: int | str | None = None):
@@ -67,19 +87,48 @@ class FrameError(CcdflowError):
 
 
 class FrameReadError(FrameError, OSError):
-    """A frame could not be read (missing, truncated, not FITS, not an image HDU)."""
+    """A frame could not be read (missing, truncated, not FITS, not an image HDU).
+
+    Examples
+    --------
+    >>> from ccdflow import open_frame
+    >>> try:
+    ...     open_frame("no/such/file.fits")
+    ... except FrameReadError as err:
+    ...     print(err.path, isinstance(err, OSError))
+    no/such/file.fits True
+    """
 
 
 class IncompatibleFramesError(FrameError, ValueError):
-    """A frame's shape or layout does not agree with the others, a master or a region."""
+    """A frame's shape or layout does not agree with the others, a master or a region.
+
+    Examples
+    --------
+    >>> err = IncompatibleFramesError("b3.fits", "shape (10, 12) differs from (10, 10)")
+    >>> isinstance(err, ValueError), err.path
+    (True, 'b3.fits')
+    """
 
 
 class MissingCalibrationError(CcdflowError, LookupError):
-    """A calibration frame that a step needs is not available."""
+    """A calibration frame that a step needs is not available.
+
+    Examples
+    --------
+    >>> isinstance(MissingCalibrationError("light_R_000.fits: no flat for FILTER='R'"), LookupError)
+    True
+    """
 
 
 class OutputExistsError(CcdflowError, FileExistsError):
-    """An output file exists and overwriting was not allowed."""
+    """An output file exists and overwriting was not allowed.
+
+    Examples
+    --------
+    >>> isinstance(OutputExistsError("calib1.fits exists"), FileExistsError)
+    True
+    """
 
 
 def _rebuild_frame_error(cls: type[FrameError], path: str, message: str, hdu) -> FrameError:

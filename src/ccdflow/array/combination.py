@@ -169,6 +169,15 @@ class Combined:
         Frames in the stack.
     params : CombineParams
         The parameters used.
+
+    Examples
+    --------
+    >>> import dask
+    >>> stack = np.stack([np.full((2, 3), v, np.float32) for v in (1.0, 2.0, 3.0)])
+    >>> result = combine(stack, params=CombineParams(method="mean"))
+    >>> data, count = dask.compute(result.data, result.count)
+    >>> float(data[0, 0]), int(count[0, 0]), result.n_frames
+    (2.0, 3, 3)
     """
 
     data: da.Array

@@ -23,7 +23,13 @@ UserOverscan = Callable[[np.ndarray, list[dict[str, int]]], np.ndarray]
 
 
 class OverscanMethods(StrEnum):
-    """Built-in overscan corrections; each returns the correction and its variance."""
+    """Built-in overscan corrections; each returns the correction and its variance.
+
+    Examples
+    --------
+    >>> OverscanMethods("median_per_line") is OverscanMethods.median_per_line
+    True
+    """
 
     median = "median"
     """One level: the median of every overscan pixel."""
@@ -49,6 +55,11 @@ class OverscanParams:
         Clipping iterations of ``clipped_mean`` at most.
     order : int
         Degree of the ``polynomial`` fit.
+
+    Examples
+    --------
+    >>> OverscanParams(order=2).to_dict()
+    {'sigma': 3.0, 'maxiters': 5, 'order': 2}
     """
 
     sigma: float = 3.0

@@ -40,6 +40,16 @@ class Frame:
         The HDU index read.
     exptime : float
         Exposure time in seconds (see `ccdflow.io.headers.exposure_time`), or the override given.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "raw.fits"
+    >>> fits.writeto(path, np.arange(6, dtype=np.uint16).reshape(2, 3),
+    ...              fits.Header([("EXPTIME", 30.0)]))
+    >>> frame = open_frame(path)
+    >>> frame.shape, frame.exptime, float(frame.data.sum().compute())
+    ((2, 3), 30.0, 15.0)
     """
 
     data: da.Array
@@ -374,6 +384,17 @@ def open_stack(paths: Sequence[str | os.PathLike], *, hdu: int | Sequence[int] =
         If a file cannot be opened (named).
     IncompatibleFramesError
         If a frame's shape differs from the first's (the odd file is named).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> paths = [folder / f"bias{i}.fits" for i in range(3)]
+    >>> for i, path in enumerate(paths):
+    ...     fits.writeto(path, np.full((40, 8), 1000 + i, np.int16))
+    >>> stack = open_stack(paths, rows_per_chunk=16)
+    >>> stack.shape, stack.chunks[1], float(stack[:, 0, 0].mean().compute())
+    ((3, 40, 8), (16, 16, 8), 1001.0)
     """
     paths = [str(p) for p in paths]
     if not paths:

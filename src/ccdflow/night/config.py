@@ -271,6 +271,12 @@ class NightConfig:
         Where to compute.
     source : Path, optional
         The YAML file read, if any.
+
+    Examples
+    --------
+    >>> config = NightConfig(filelist=Path("night.csv"), output=Path("reduced"))
+    >>> config.combine["bias"] == CombineParams(), config.min_frames["flat"]
+    (True, 3)
     """
 
     filelist: Path | None = None
@@ -400,6 +406,15 @@ def load_config(path: str | Path) -> NightConfig:
     ------
     ConfigError
         If the file is missing, not YAML, or a key or value is invalid (the key is named).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "night.yaml"
+    >>> _ = path.write_text("{input: {filelist: night.csv}, output: reduced/, stack_lights: true}")
+    >>> config = load_config(path)
+    >>> config.filelist.name, config.output.name, config.stack_lights, config.combine["flat"].scale
+    ('night.csv', 'reduced', True, <FrameScale.median: 'median'>)
     """
     path = Path(path)
     try:

@@ -129,6 +129,21 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
     ------
     ConfigError
         If the inputs cannot be listed or the cluster cannot be reached.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from ccdflow.night.config import CalibrationConfig
+    >>> from ccdflow.synthetic import Instrument, write_night
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> night = write_night(folder, instrument=Instrument(ny=32, nx=32, n_overscan=4), n_bias=3,
+    ...                     n_dark=3, dark_exptimes=(30.0,), n_flat=3, n_light=1, filters=("V",))
+    >>> config = NightConfig(filelist=night.filelist, output=folder / "reduced",
+    ...                      calibration=CalibrationConfig(overscans="header", image_area="header"))
+    >>> report = reduce_night(config, scheduler="synchronous", echo=lambda *_: None,
+    ...                       progress=False)
+    >>> report.ok, report.count("done"), sorted(report.masters)
+    (True, 1, ['bias', 'dark', 'flat_V'])
     """
     t0 = time.perf_counter()
     report = NightReport(output=str(config.output), config=config.to_dict(), version=__version__,
