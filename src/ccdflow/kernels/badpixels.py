@@ -257,6 +257,9 @@ def ccdmask(
     biases its neighbours' median by ~0.2 sigma, enough for the whole-column sums to flag them); the sigma
     is measured on the residual (as IRAF's help describes) rather than the raw values (as its code
     does), so a flat's illumination gradient does not widen it; edge blocks absorb the leftover lines.
+    Limitation shared with IRAF: the median box of the outermost ``ncmed // 2`` columns is off-centre,
+    so a steep gradient across columns (more than ~0.1 sigma per pixel) biases their level and the
+    whole-column sums flag them; divide such a flat by a smooth fit first, or use a flat ratio.
 
     Examples
     --------
