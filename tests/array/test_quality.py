@@ -4,7 +4,6 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from conftest import raise_if_dask_computes
 
 import ccdflow.array.badpixels as badpixels_module
 import ccdflow.array.cosmics as cosmics_module
@@ -18,6 +17,7 @@ from ccdflow.kernels.badpixels import ccdmask, hot_pixels
 from ccdflow.kernels.bleed import bleed_trails, grow_mask
 from ccdflow.kernels.cosmics import detect_cosmics_block
 from ccdflow.kernels.fill import interpolate_rows
+from conftest import raise_if_dask_computes
 
 RNG = np.random.default_rng(31)
 

@@ -1,13 +1,11 @@
 import doctest
 
+import ccdproc
 import numpy as np
-import pytest
 from astropy.nddata import CCDData
 
 import ccdflow.kernels.badpixels as bp_module
 from ccdflow.kernels.badpixels import ccdmask, hot_pixels
-
-ccdproc = pytest.importorskip("ccdproc")
 
 
 def _master_dark(rng, shape, n=5, rate=0.02, t=300.0, gain=1.5, rn=5.0):

@@ -1,13 +1,12 @@
 import doctest
 
+import ccdproc
 import numpy as np
 import pytest
 
 import ccdflow.kernels.cosmics as cosmics_module
 from ccdflow.kernels.bleed import grow_mask
 from ccdflow.kernels.cosmics import detect_cosmics_block
-
-ccdproc = pytest.importorskip("ccdproc")
 
 GAIN, RN, SKY = 2.0, 6.0, 300.0  # e-/ADU, e-, ADU
 
