@@ -149,7 +149,7 @@ class CombineParams:
     - ``pooled``: each pixel with n >= 2 values gives a sample variance ``v`` (about its mean,
       n - 1 degrees of freedom) at level ``L = max(0, median)``; ``v ~ a + b*L`` with a, b >= 0
       is fitted along the line by least squares weighted by ``(n-1)/model^2``, leaving out pixels
-      with ``v > 20*model`` (cosmic rays), repeated 5 times from a constant start;
+      with ``v > 10*model`` (cosmic rays), repeated 5 times from a constant start;
       ``sigma^2 = a + b*max(0, c)``. On integer-valued lines sigma is at least the quantisation
       noise 1/sqrt(12). Rejects from 3 values on.
 

@@ -25,8 +25,9 @@ QUANTISATION_SIGMA = 1.0 / math.sqrt(12.0)
 # IRAF's tolerance for equal residuals when rejected values are restored (icombine.h).
 _TOL = 0.001
 # A pixel whose sample variance exceeds this many times the model is left out of the line fit:
-# clean pixels almost never do (P(chi2_1 > 20) = 8e-6), a cosmic ray would inflate the fit.
-_FIT_TRIM = 20.0
+# clean pixels rarely do (P(chi2_1 > 10) = 1.6e-3, P(chi2_4/4 > 10) = 4e-8); a cosmic ray
+# would inflate the fit.
+_FIT_TRIM = 10.0
 _FIT_PASSES = 5
 
 
