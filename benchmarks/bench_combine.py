@@ -64,10 +64,12 @@ def io_floor(paths: list[str]) -> dict:
 
 
 def run_ccdflow(paths: list[str], method: str, maxiters: int | None, uncertainty: str,
-                save: str | None = None, warm_paths: list[str] | None = None) -> dict:
+                save: str | None = None, warm_paths: list[str] | None = None,
+                clip: str = "auto") -> dict:
     """ccdflow: lazy stack, lazy combine, one threaded compute of the three products."""
-    warm = _warm(run_ccdflow, warm_paths, method=method, maxiters=maxiters, uncertainty=uncertainty)
-    params = CombineParams(method=method, sigma_lower=5, sigma_upper=5, maxiters=maxiters,
+    warm = _warm(run_ccdflow, warm_paths, method=method, maxiters=maxiters, uncertainty=uncertainty,
+                 clip=clip)
+    params = CombineParams(method=method, clip=clip, sigma_lower=5, sigma_upper=5, maxiters=maxiters,
                            uncertainty=uncertainty)
     t0 = time.perf_counter()
     stack = open_stack(paths)
@@ -109,8 +111,9 @@ def _warm(func, warm_paths, **kwargs) -> float | None:
 def warm_up(paths: list[str]) -> dict:
     """Fill numba's on-disk cache once (a compile would otherwise land in the first timed run)."""
     for method in ("median", "mean"):
-        run_ccdflow(paths, method, 1, "ccdproc")
-        run_ccdflow(paths, method, 5, "ccdflow")
+        run_ccdflow(paths, method, 1, "ccdproc", clip="sigma")
+        run_ccdflow(paths, method, 5, "empirical", clip="sigma")
+        run_ccdflow(paths, method, 5, "auto")
     return {}
 
 
@@ -125,9 +128,12 @@ def plan_for(methods, tiled_mem: float, with_ccdproc: bool) -> list[dict]:
     for m in methods:
         plan += [
             dict(label=f"ccdflow {m} maxiters=1", func="run_ccdflow", role="ccdflow_like", method=m,
-                 kwargs=dict(method=m, maxiters=1, uncertainty="ccdproc")),
+                 kwargs=dict(method=m, maxiters=1, uncertainty="ccdproc", clip="sigma")),
+            dict(label=f"ccdflow {m} sigma mad_std (former default)", func="run_ccdflow",
+                 role="ccdflow_sigma", method=m,
+                 kwargs=dict(method=m, maxiters=5, uncertainty="empirical", clip="sigma")),
             dict(label=f"ccdflow {m} defaults", func="run_ccdflow", role="ccdflow_default", method=m,
-                 kwargs=dict(method=m, maxiters=5, uncertainty="ccdflow")),
+                 kwargs=dict(method=m, maxiters=5, uncertainty="auto")),
         ]
         if with_ccdproc:
             plan += [
@@ -188,6 +194,8 @@ def bench_case(name: str, *, methods, reps: int, ccdproc_reps: int, tiled_mem: f
                 if peer_runs:
                     peer_label = next(c["label"] for c in plan if (c["role"], c["method"]) == (peer, m))
                     ratios[f"{peer_label} / {flow_label}"] = paired_ratio(peer_runs, by_role[flow, m])
+        ratios[f"ccdflow {m} defaults / ccdflow {m} sigma mad_std (former default)"] = paired_ratio(
+            by_role["ccdflow_default", m], by_role["ccdflow_sigma", m])
         a, b = CHECK_DIR / f"{name}-ccdflow-{m}.npy", CHECK_DIR / f"{name}-ccdproc-{m}.npy"
         if with_ccdproc and a.exists() and b.exists():
             checks[m] = agreement(a, b)

@@ -18,6 +18,8 @@ from ccdflow.kernels.clip import combine_block
 
 __all__ = ["ClipMethod", "CombineMethod", "CombineParams", "Combined", "combine"]
 
+_MODEL_CLIPS = frozenset({"pooled", "ccdclip", "avsigclip"})
+
 
 class CombineMethod(StrEnum):
     """How the surviving values of a pixel are reduced."""
@@ -33,6 +35,16 @@ class CombineMethod(StrEnum):
 class ClipMethod(StrEnum):
     """How outliers are rejected before reducing."""
 
+    auto = "auto"
+    """``ccdclip`` when ``gain`` or ``read_noise`` is given (and no ``scale``), else ``pooled``."""
+    pooled = "pooled"
+    """Spread from a noise model ``sigma^2 = a + b*max(0, level)`` (a, b >= 0) fitted along each
+    image line; IRAF semantics as ``ccdclip``. Holds in the read-noise and the Poisson regime."""
+    ccdclip = "ccdclip"
+    """IRAF ccdclip: ``sigma = sqrt((read_noise/gain)^2 + max(0, c)/gain + (sensitivity_noise*c)^2)``
+    in ADU at the centre ``c`` (median of the survivors)."""
+    avsigclip = "avsigclip"
+    """IRAF avsigclip: ``sigma = sqrt(g*max(1, c))`` with ``g`` pooled along each image line."""
     sigma = "sigma"
     """Iterative sigma clipping, as `astropy.stats.sigma_clip` along the stack axis."""
     minmax = "minmax"
@@ -62,54 +74,95 @@ class StdFunc(StrEnum):
 class Uncertainty(StrEnum):
     """Which formula gives the error of a combined pixel."""
 
-    ccdflow = "ccdflow"
+    auto = "auto"
+    """``model`` with a noise-model clip (pooled, ccdclip, avsigclip), else ``empirical``."""
+    model = "model"
+    """Expected error of the combined value from the clip's noise model ``sigma`` at the
+    survivors' median: mean ``sigma/sqrt(n)``, median ``sqrt(pi/2)*sigma/sqrt(n)``, sum
+    ``sigma*sqrt(n)``. Defined for one survivor too."""
+    empirical = "empirical"
     """Standard error from the survivors' sample scatter (ddof=1); NaN where one value survives."""
+    ccdflow = "ccdflow"
+    """Former name of ``empirical``, kept for saved parameters."""
     ccdproc = "ccdproc"
-    """ccdproc's formulas (mean: std(ddof=0)/sqrt(n); median: 1.4826 MAD/sqrt(n))."""
+    """ccdproc's formulas (mean: std(ddof=0)/sqrt(n); median: 1.482602218505602 MAD/sqrt(n))."""
 
 
 class FrameScale(StrEnum):
     """Per-frame level each frame is divided by before combining (for flats)."""
 
     median = "median"
-    """The median of the frame (median of its row-band medians)."""
+    """The exact median of all finite pixels of the frame (whatever the chunking)."""
     mean = "mean"
     """The NaN-ignoring mean of the frame."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class CombineParams:
-    """Parameters of `combine`, named as in `astropy.stats.sigma_clip` where astropy has them.
+    """Parameters of `combine`, named as in `astropy.stats.sigma_clip` and IRAF ``imcombine``.
 
     Parameters
     ----------
     method : {"median", "mean", "sum"}
         Reduction of the surviving values.
-    clip : {"sigma", "minmax", "none"}
-        Outlier rejection.
+    clip : {"auto", "pooled", "ccdclip", "avsigclip", "sigma", "minmax", "none"}
+        Outlier rejection (see `ClipMethod` and Notes). ``"auto"``, the default, is ``ccdclip``
+        when ``gain`` or ``read_noise`` is given and ``pooled`` otherwise.
     sigma_lower, sigma_upper : float
-        Clipping band below and above the centre, in units of ``stdfunc``.
+        Clipping band below and above the centre, in units of the spread.
     maxiters : int or None
         Clipping iterations at most; ``None`` iterates until nothing changes.
     cenfunc : {"median", "mean"}
-        Centre of the band.
+        Centre of the band (``clip="sigma"`` only).
     stdfunc : {"mad_std", "std"}
-        Width of the band.
+        Width of the band (``clip="sigma"`` only).
     nlow, nhigh : int
         Values dropped at each end by ``clip="minmax"``.
+    nkeep : int
+        Noise-model clips: minimum number of values kept per pixel (negative: maximum number
+        rejected), restoring the rejected values with the smallest residuals, as IRAF's ``nkeep``.
+    read_noise : float or None
+        Read noise, electrons (``ccdclip``; 0 when only ``gain`` is given).
+    gain : float or None
+        Gain, e-/ADU (``ccdclip``; 1 when only ``read_noise`` is given).
+    sensitivity_noise : float
+        Fractional sensitivity noise (``ccdclip``).
     scale : {None, "median", "mean"}
         Divide each frame by its own level first (flats).
-    uncertainty : {"ccdflow", "ccdproc"}
-        Error formula (see `combine`).
+    uncertainty : {"auto", "model", "empirical", "ccdproc"}
+        Error formula (see `Uncertainty` and `combine`); ``"auto"`` is ``model`` with a
+        noise-model clip and ``empirical`` otherwise.
+
+    Notes
+    -----
+    The noise-model clips use IRAF's ``mclip=yes`` semantics: centre ``c`` = median of the current
+    survivors, spread ``sigma(c)``, strict rejection ``x < c - sigma_lower*sigma`` or
+    ``x > c + sigma_upper*sigma``, rejections permanent, iterated until nothing changes or
+    ``maxiters``, then ``nkeep``. Spreads, per image line (a row of the frame; combine keeps rows
+    whole, so chunking cannot change them):
+
+    - ``ccdclip``: ``sigma^2 = (read_noise/gain)^2 + max(0, c)/gain + (sensitivity_noise*c)^2``,
+      in the data's units (ADU); the read noise is its floor. Rejects from 2 values on.
+    - ``avsigclip``: ``g = sum over pixels with >= 3 values and their values of
+      (x - m)^2 / max(1, m)``, ``m`` the pixel's median, divided by (number of those values - 1);
+      ``sigma^2 = g*max(1, c)``. Faithful to IRAF, including its scaling with sqrt(level) only.
+    - ``pooled``: each pixel with n >= 2 values gives a sample variance ``v`` (about its mean,
+      n - 1 degrees of freedom) at level ``L = max(0, median)``; ``v ~ a + b*L`` with a, b >= 0
+      is fitted along the line by least squares weighted by ``(n-1)/model^2``, leaving out pixels
+      with ``v > 10*model`` (cosmic rays), repeated 5 times from a constant start;
+      ``sigma^2 = a + b*max(0, c)``. On integer-valued lines sigma is at least the quantisation
+      noise 1/sqrt(12). Rejects from 3 values on.
 
     Examples
     --------
     >>> CombineParams(method="mean", sigma_lower=3).to_dict()["sigma_lower"]
     3.0
+    >>> CombineParams(gain=2.0, read_noise=5.0).effective_clip.value
+    'ccdclip'
     """
 
     method: CombineMethod = CombineMethod.median
-    clip: ClipMethod = ClipMethod.sigma
+    clip: ClipMethod = ClipMethod.auto
     sigma_lower: float = 5.0
     sigma_upper: float = 5.0
     maxiters: int | None = 5
@@ -117,8 +170,12 @@ class CombineParams:
     stdfunc: StdFunc = StdFunc.mad_std
     nlow: int = 1
     nhigh: int = 1
+    nkeep: int = 1
+    read_noise: float | None = None
+    gain: float | None = None
+    sensitivity_noise: float = 0.0
     scale: FrameScale | None = None
-    uncertainty: Uncertainty = Uncertainty.ccdflow
+    uncertainty: Uncertainty = Uncertainty.auto
 
     def __post_init__(self):
         setter = object.__setattr__.__get__(self)
@@ -134,6 +191,45 @@ class CombineParams:
         setter("maxiters", parse_int(self.maxiters, key="maxiters", minimum=1, allow_none=True))
         setter("nlow", parse_int(self.nlow, key="nlow"))
         setter("nhigh", parse_int(self.nhigh, key="nhigh"))
+        setter("nkeep", parse_int(self.nkeep, key="nkeep", minimum=-(2**31)))
+        setter("read_noise", parse_number(self.read_noise, key="read_noise", allow_none=True))
+        setter("gain", parse_number(self.gain, key="gain", strict=True, allow_none=True))
+        setter("sensitivity_noise", parse_number(self.sensitivity_noise, key="sensitivity_noise"))
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        clip = self.effective_clip
+        if clip == ClipMethod.ccdclip and self.gain is None and self.read_noise is None:
+            raise ConfigError("clip", "ccdclip needs gain and/or read_noise")
+        if clip == ClipMethod.ccdclip and self.scale is not None:
+            # The model is in the frames' own ADU; scaled frames would need one model per frame.
+            raise ConfigError("clip", "ccdclip cannot be combined with scale; use pooled")
+        if self.uncertainty == Uncertainty.model and clip not in _MODEL_CLIPS:
+            raise ConfigError("uncertainty", f"'model' needs a noise-model clip, not {clip.value!r}")
+
+    @property
+    def effective_clip(self) -> ClipMethod:
+        """The clip that runs: ``auto`` resolved."""
+        if self.clip != ClipMethod.auto:
+            return self.clip
+        noise_model = self.gain is not None or self.read_noise is not None
+        return ClipMethod.ccdclip if noise_model and self.scale is None else ClipMethod.pooled
+
+    @property
+    def effective_uncertainty(self) -> Uncertainty:
+        """The error formula used: ``auto`` resolved, ``ccdflow`` spelt ``empirical``."""
+        if self.uncertainty == Uncertainty.auto:
+            model = self.effective_clip in _MODEL_CLIPS
+            return Uncertainty.model if model else Uncertainty.empirical
+        return Uncertainty.empirical if self.uncertainty == Uncertainty.ccdflow else self.uncertainty
+
+    def kernel_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `ccdflow.kernels.clip.combine_block` for these parameters."""
+        kwargs = {k: v for k, v in self.to_dict().items() if k not in ("scale", "gain", "read_noise")}
+        kwargs.update(clip=self.effective_clip.value, uncertainty=self.effective_uncertainty.value,
+                      gain=1.0 if self.gain is None else self.gain,
+                      read_noise=0.0 if self.read_noise is None else self.read_noise)
+        return kwargs
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as plain values (round-trips through `from_dict`, YAML and FITS)."""
@@ -193,20 +289,24 @@ def _combine_chunk(block: np.ndarray, levels: np.ndarray | None, kwargs: dict) -
     return combine_block(block, **kwargs)
 
 
-def _band_levels(block: np.ndarray, how: str) -> np.ndarray:
+def _band_sums(block: np.ndarray) -> np.ndarray:
     flat = block.reshape(block.shape[0], -1)
     finite = np.isfinite(flat)
-    if how == "mean":
-        # sum and count, so that bands combine into an exact mean
-        return np.stack([np.where(finite, flat, 0).sum(1, dtype=np.float64),
-                         finite.sum(1).astype(np.float64)], axis=1)[:, :, None]
+    # sum and count, so that bands combine into an exact mean
+    return np.stack([np.where(finite, flat, 0).sum(1, dtype=np.float64),
+                     finite.sum(1).astype(np.float64)], axis=1)[:, :, None]
+
+
+def _frame_median(block: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
-        medians = [np.median(row[ok]) if ok.any() else np.nan for row, ok in zip(flat, finite, strict=True)]
-    return np.asarray(medians, dtype=np.float64)[:, None, None]
+        values = block.reshape(block.shape[0], -1).astype(np.float64)
+        finite = np.isfinite(values)
+        medians = [np.median(row[ok]) if ok.any() else np.nan for row, ok in zip(values, finite, strict=True)]
+    return np.asarray(medians, dtype=np.float64)
 
 
 def frame_levels(stack: da.Array, how: FrameScale | str) -> da.Array:
-    """Each frame's level, lazily: the NaN-ignoring mean, or the median of its row-band medians.
+    """Each frame's level, lazily: the NaN-ignoring mean, or the exact median of the whole frame.
 
     Parameters
     ----------
@@ -219,22 +319,33 @@ def frame_levels(stack: da.Array, how: FrameScale | str) -> da.Array:
     -------
     dask.array.Array
         (N,) float64.
+
+    Notes
+    -----
+    The median is that of all finite pixels of each frame (``numpy.median``), computed in a first
+    pass that gathers one whole frame per task, so it does not depend on the chunking. The mean
+    is summed per chunk in float64.
     """
     how = parse_enum(FrameScale, how, key="scale")
+    if how == FrameScale.median:
+        frames = stack.rechunk({0: 1, 1: -1, 2: -1})
+        return frames.map_blocks(_frame_median, dtype=np.float64, drop_axis=(1, 2),
+                                 chunks=(frames.chunks[0],), meta=np.empty((0,), np.float64)).rechunk(-1)
     parts = stack.map_blocks(
-        _band_levels, how.value, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64),
-        chunks=(stack.chunks[0], (2 if how == "mean" else 1,) * len(stack.chunks[1]),
-                (1,) * len(stack.chunks[2])),
+        _band_sums, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64),
+        chunks=(stack.chunks[0], (2,) * len(stack.chunks[1]), (1,) * len(stack.chunks[2])),
     )
-    if how == FrameScale.mean:
-        sums = parts.sum(axis=(2,))
-        return sums[:, 0::2].sum(axis=1) / sums[:, 1::2].sum(axis=1)
-    return da.nanmedian(parts.reshape(parts.shape[0], -1).rechunk({1: -1}), axis=1)
+    sums = parts.sum(axis=(2,))
+    return sums[:, 0::2].sum(axis=1) / sums[:, 1::2].sum(axis=1)
 
 
 def _whole_stack_chunks(stack: da.Array, budget: int) -> da.Array:
-    """Rechunk so that every chunk holds the whole stack (never split axis 0: dask/dask#6810)."""
-    if stack.numblocks[0] == 1:
+    """Rechunk so that every chunk holds the whole stack in full-width rows.
+
+    Axis 0 is never split (dask/dask#6810) and rows are whole (the noise-model clips pool along
+    image lines).
+    """
+    if stack.numblocks[0] == 1 and stack.numblocks[2] == 1:
         return stack
     rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1], budget=budget)
     return stack.rechunk({0: -1, 1: rows, 2: -1})
@@ -291,7 +402,7 @@ def combine(stack: da.Array | np.ndarray, *, params: CombineParams = CombinePara
     stack = _whole_stack_chunks(stack, budget)
     # (N, 1, 1) with one block, so that map_blocks broadcasts it against every spatial chunk
     levels = frame_levels(stack, params.scale)[:, None, None] if params.scale is not None else None
-    kwargs = {k: v for k, v in params.to_dict().items() if k != "scale"}
+    kwargs = params.kernel_kwargs()
     out = da.map_blocks(
         _combine_chunk, stack, levels, kwargs,
         dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),

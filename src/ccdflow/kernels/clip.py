@@ -12,17 +12,26 @@ import math
 import numba
 import numpy as np
 
+from ccdflow.kernels.noiseclip import (
+    MODE_AVSIGCLIP,
+    MODE_CCDCLIP,
+    MODE_POOLED,
+    line_model,
+    model_clip,
+    noise_sigma,
+)
+
 __all__ = ["combine_block"]
 
 _METHODS = {"median": 0, "mean": 1, "sum": 2}
 _CLIPS = {"none": 0, "sigma": 1, "minmax": 2}
+_MODEL_CLIPS = {"ccdclip": MODE_CCDCLIP, "avsigclip": MODE_AVSIGCLIP, "pooled": MODE_POOLED}
 _CENFUNCS = {"median": 0, "mean": 1}
 _STDFUNCS = {"std": 0, "mad_std": 1}
-_UNCERTAINTIES = {"ccdflow": 0, "ccdproc": 1}
+_UNCERTAINTIES = {"empirical": 0, "ccdflow": 0, "ccdproc": 1, "model": 2}
 
-# astropy's mad_std and ccdproc's MAD-to-sigma constants differ; each is kept to match its own peer.
+# astropy's mad_std, which ccdproc's sigma_func calls too.
 _MAD_TO_STD = 1.482602218505602
-_CCDPROC_MAD_TO_STD = 1.4826
 
 
 @numba.njit(nogil=True, cache=True)
@@ -125,7 +134,7 @@ def _reduce(x: np.ndarray, a: int, b: int, method: int, unc_code: int) -> tuple[
         if unc_code == 0:
             err = math.sqrt(math.pi / 2.0) * sd / math.sqrt(n)
         else:
-            err = _CCDPROC_MAD_TO_STD * _mad(x, a, b, med) / math.sqrt(n)
+            err = _MAD_TO_STD * _mad(x, a, b, med) / math.sqrt(n)
     elif method == 1:
         value = mean
         err = sd / math.sqrt(n)
@@ -133,6 +142,35 @@ def _reduce(x: np.ndarray, a: int, b: int, method: int, unc_code: int) -> tuple[
         value = total
         err = sd * math.sqrt(n)
     return value, err
+
+
+@numba.njit(nogil=True, cache=True)
+def sort_tile(
+    stack: np.ndarray, pairs: np.ndarray, p0: int, w: int, tile: np.ndarray, counts: np.ndarray
+) -> None:
+    """Copy pixels ``p0:p0+w`` of ``stack`` (N, npix) into ``tile``, each column sorted.
+
+    Non-finite values go last; ``counts[q]`` is the number of finite values of column ``q``.
+    """
+    nframes = stack.shape[0]
+    counts[:w] = 0
+    for k in range(nframes):
+        src = stack[k, p0 : p0 + w]
+        row = tile[k]
+        for q in range(w):
+            v = src[q]
+            finite = math.isfinite(v)
+            # Missing values sort to the end and are cut off by the count.
+            row[q] = v if finite else np.inf
+            counts[q] += finite
+    for c in range(pairs.shape[0]):
+        ri = tile[pairs[c, 0]]
+        rj = tile[pairs[c, 1]]
+        for q in range(w):
+            u = ri[q]
+            v = rj[q]
+            ri[q] = u if u < v else v
+            rj[q] = v if u < v else u
 
 
 @numba.njit(nogil=True, cache=True)
@@ -160,24 +198,7 @@ def _combine_kernel(
     buf = np.empty(nframes, dtype=np.float64)
     for p0 in range(0, npix, width):
         w = min(width, npix - p0)
-        counts[:w] = 0
-        for k in range(nframes):
-            src = stack[k, p0 : p0 + w]
-            row = tile[k]
-            for q in range(w):
-                v = src[q]
-                finite = math.isfinite(v)
-                # Missing values sort to the end and are cut off by the count.
-                row[q] = v if finite else np.inf
-                counts[q] += finite
-        for c in range(pairs.shape[0]):
-            ri = tile[pairs[c, 0]]
-            rj = tile[pairs[c, 1]]
-            for q in range(w):
-                u = ri[q]
-                v = rj[q]
-                ri[q] = u if u < v else v
-                rj[q] = v if u < v else u
+        sort_tile(stack, pairs, p0, w, tile, counts)
         for q in range(w):
             m = counts[q]
             for k in range(m):
@@ -194,6 +215,67 @@ def _combine_kernel(
             out[0, p0 + q] = value
             out[1, p0 + q] = err
             out[2, p0 + q] = b - a
+
+
+@numba.njit(nogil=True, cache=True)
+def _line_kernel(
+    stack: np.ndarray,
+    pairs: np.ndarray,
+    out: np.ndarray,
+    nx: int,
+    method: int,
+    mode: int,
+    sig_lo: float,
+    sig_hi: float,
+    maxiters: int,
+    nkeep: int,
+    noise: np.ndarray,
+    unc_code: int,
+) -> None:
+    # Rejection against a noise model pooled along each image line: sort a whole line first (the
+    # model needs all of it), then clip and reduce its pixels one by one.
+    nframes, npix = stack.shape
+    width = max(16, min(256, 65536 // (stack.itemsize * max(nframes, 1)) // 16 * 16))
+    tile = np.empty((nframes, width), dtype=stack.dtype)
+    tcounts = np.empty(width, dtype=np.int64)
+    line = np.empty((nframes, nx), dtype=np.float64)
+    counts = np.empty(nx, dtype=np.int64)
+    buf = np.empty(nframes, dtype=np.float64)
+    resid = np.empty(nframes, dtype=np.float64)
+    for base in range(0, npix, nx):
+        for p0 in range(0, nx, width):
+            w = min(width, nx - p0)
+            sort_tile(stack, pairs, base + p0, w, tile, tcounts)
+            for k in range(nframes):
+                for q in range(w):
+                    line[k, p0 + q] = tile[k, q]
+            counts[p0 : p0 + w] = tcounts[:w]
+        model = line_model(line, counts, mode, noise[0], noise[1], noise[2])
+        for q in range(nx):
+            m = counts[q]
+            for k in range(m):
+                buf[k] = line[k, q]
+            a, b = 0, m
+            if m > 0:
+                a, b = model_clip(buf, m, sig_lo, sig_hi, maxiters, nkeep, model, resid)
+            value, err = np.nan, np.nan
+            if b > a:
+                value, err = _reduce(buf, a, b, method, min(unc_code, 1))
+                if unc_code == 2:
+                    err = _model_error(noise_sigma(_median(buf, a, b), model), b - a, method)
+            out[0, base + q] = value
+            out[1, base + q] = err
+            out[2, base + q] = b - a
+
+
+@numba.njit(nogil=True, cache=True)
+def _model_error(sigma: float, n: int, method: int) -> float:
+    # The expected error of the combined value of n values that each scatter by sigma.
+    if method == 0:
+        return math.sqrt(math.pi / 2.0) * sigma / math.sqrt(n)
+    if method == 1:
+        return sigma / math.sqrt(n)
+    return sigma * math.sqrt(n)
 
 
 #: Deepest stack sorted by a network; deeper ones are pre-sorted with numpy.
@@ -238,7 +320,11 @@ def combine_block(
     stdfunc: str = "mad_std",
     nlow: int = 1,
     nhigh: int = 1,
-    uncertainty: str = "ccdflow",
+    nkeep: int = 1,
+    read_noise: float = 0.0,
+    gain: float = 1.0,
+    sensitivity_noise: float = 0.0,
+    uncertainty: str = "empirical",
 ) -> np.ndarray:
     """Combine a stack of frames pixel by pixel, rejecting outliers.
 
@@ -248,8 +334,9 @@ def combine_block(
         Frames stacked along axis 0, shape ``(N, ny, nx)``, any real dtype, byte order or layout.
     method : {"median", "mean", "sum"}
         How the surviving values of a pixel are reduced.
-    clip : {"sigma", "minmax", "none"}
-        Outlier rejection applied before the reduction.
+    clip : {"sigma", "minmax", "none", "ccdclip", "avsigclip", "pooled"}
+        Outlier rejection applied before the reduction; the last three reject against a noise
+        model (see `ccdflow.kernels.noiseclip` and Notes).
     sigma_lower, sigma_upper : float
         Sigma clipping rejects ``x < c - sigma_lower*s`` and ``x > c + sigma_upper*s``.
     maxiters : int or None
@@ -261,8 +348,13 @@ def combine_block(
         Scale ``s`` of the sigma clipping.
     nlow, nhigh : int
         Number of lowest and highest values dropped by ``clip="minmax"``.
-    uncertainty : {"ccdflow", "ccdproc"}
-        Error convention, see Notes.
+    nkeep : int
+        Noise-model clips only: at least this many values are kept (negative: at most ``-nkeep``
+        rejected), restoring those with the smallest residuals, as IRAF's ``nkeep``.
+    read_noise, gain, sensitivity_noise : float
+        ``ccdclip`` noise model: read noise (electrons), gain (e-/ADU), sensitivity noise (fraction).
+    uncertainty : {"empirical", "ccdproc", "model"}
+        Error convention, see Notes (``"ccdflow"`` is accepted for ``"empirical"``).
 
     Returns
     -------
@@ -273,7 +365,8 @@ def combine_block(
     Raises
     ------
     ValueError
-        If ``stack`` is not 3-D or an option string is unknown.
+        If ``stack`` is not 3-D, an option string is unknown, or ``uncertainty="model"`` is asked
+        for a clip without a noise model.
 
     Notes
     -----
@@ -285,11 +378,18 @@ def combine_block(
     pass that would reject everything ends the clipping with no survivor. Min/max clipping drops
     the ``nlow`` lowest and ``nhigh`` highest values. Arithmetic is float64.
 
-    With ``n`` survivors and ``sd`` their ``std(ddof=1)``, ``uncertainty="ccdflow"`` gives
+    The noise-model clips follow IRAF ``imcombine`` with ``mclip=yes``: centre = median of the
+    survivors, spread ``sigma(centre)`` from the model, strict rejection, rejections permanent,
+    repeated until nothing changes (or ``maxiters``), then ``nkeep``. Each row of the block is an
+    image line: ``avsigclip`` and ``pooled`` pool their spread along it, so pass full-width rows.
+
+    With ``n`` survivors and ``sd`` their ``std(ddof=1)``, ``uncertainty="empirical"`` gives
     ``sd/sqrt(n)`` (mean), ``sqrt(pi/2)*sd/sqrt(n)`` (median) and ``sd*sqrt(n)`` (sum), NaN when
-    ``n == 1``. ``uncertainty="ccdproc"`` reproduces ``ccdproc.combine``: ``std(ddof=0)/sqrt(n)``
-    (mean), ``1.4826*MAD/sqrt(n)`` (median), ``std(ddof=0)*sqrt(n)`` (sum), hence 0 when ``n == 1``.
-    A pixel without survivors has value NaN, error NaN and count 0.
+    ``n == 1``. ``uncertainty="model"`` puts the model spread ``sigma`` at the survivors' median in
+    place of ``sd``. ``uncertainty="ccdproc"`` reproduces ``ccdproc.combine``:
+    ``std(ddof=0)/sqrt(n)`` (mean), ``1.482602218505602*MAD/sqrt(n)`` (median),
+    ``std(ddof=0)*sqrt(n)`` (sum), hence 0 when ``n == 1``. A pixel without survivors has value
+    NaN, error NaN and count 0.
 
     The kernel releases the GIL and is safe to call from many threads at once.
 
@@ -300,22 +400,19 @@ def combine_block(
     >>> value, error, count = combine_block(stack)
     >>> float(value[0, 0]), int(count[0, 0])
     (10.0, 4)
+    >>> value, error, count = combine_block(stack, clip="ccdclip", read_noise=1.0)
+    >>> int(count[0, 0])
+    4
     """
     stack = np.asarray(stack)
     if stack.ndim != 3:
         raise ValueError(f"stack must be 3-D (N, ny, nx), got shape {stack.shape}")
-    codes = (
-        _code(_METHODS, "method", method),
-        _code(_CLIPS, "clip", clip),
-        float(sigma_lower),
-        float(sigma_upper),
-        int(maxiters or 0),
-        _code(_CENFUNCS, "cenfunc", cenfunc),
-        _code(_STDFUNCS, "stdfunc", stdfunc),
-        int(nlow),
-        int(nhigh),
-        _code(_UNCERTAINTIES, "uncertainty", uncertainty),
-    )
+    model_mode = _MODEL_CLIPS.get(clip, -1)
+    clip_code = 0 if model_mode >= 0 else _code(_CLIPS, "clip", clip)
+    method_code = _code(_METHODS, "method", method)
+    unc_code = _code(_UNCERTAINTIES, "uncertainty", uncertainty)
+    if unc_code == 2 and model_mode < 0:
+        raise ValueError(f"uncertainty 'model' needs a noise-model clip, not {clip!r}")
     # float32 holds float16/(u)int8/(u)int16 exactly; anything wider keeps its precision in float64.
     exact32 = stack.dtype.itemsize <= 2 or (stack.dtype.kind == "f" and stack.dtype.itemsize <= 4)
     dtype = np.float32 if exact32 else np.float64
@@ -330,5 +427,14 @@ def combine_block(
         pairs = np.empty((0, 2), dtype=np.int64)
     else:
         pairs = _sorting_network(nframes)
+    if model_mode >= 0:
+        noise = np.array([(read_noise / gain) ** 2, 1.0 / gain, sensitivity_noise**2])
+        if ny * nx:
+            _line_kernel(flat, pairs, out, nx, method_code, model_mode, float(sigma_lower),
+                         float(sigma_upper), int(maxiters or 0), int(nkeep), noise, unc_code)
+        return out.reshape(3, ny, nx)
+    codes = (method_code, clip_code, float(sigma_lower), float(sigma_upper), int(maxiters or 0),
+             _code(_CENFUNCS, "cenfunc", cenfunc), _code(_STDFUNCS, "stdfunc", stdfunc),
+             int(nlow), int(nhigh), unc_code)
     _combine_kernel(flat, pairs, out, *codes)
     return out.reshape(3, ny, nx)
