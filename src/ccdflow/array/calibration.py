@@ -13,6 +13,7 @@ import dask.array as da
 import numpy as np
 from astropy.io import fits
 
+from ccdflow.array.frame_quality import QualityParams, flag_counts, flag_frame
 from ccdflow.array.overscan import OverscanMethods, OverscanParams, UserOverscan, overscan_correction
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError, ExposureTimeWarning, IncompatibleFramesError, MissingCalibrationError
@@ -158,10 +159,11 @@ class Masters:
     bias: Master | None = None
     dark: Master | None = None
     flat: Master | None = None
+    bpm: Master | None = None  # bad-pixel mask over the image area, nonzero = bad
 
     def items(self):
         """(kind, master) pairs of the masters present."""
-        return [(k, getattr(self, k)) for k in ("bias", "dark", "flat")
+        return [(k, getattr(self, k)) for k in ("bias", "dark", "flat", "bpm")
                 if getattr(self, k) is not None]
 
 
@@ -254,7 +256,8 @@ def dark_scale(t_raw: float, t_dark: float | None, *, name: str | None = None) -
 
 
 def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Masters,
-                    dark_scale: float = 1.0, norm: float = 1.0
+                    dark_scale: float = 1.0, norm: float = 1.0,
+                    quality: QualityParams | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Calibrate one raw frame held in memory (the per-frame task of every higher layer).
 
@@ -270,11 +273,16 @@ def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Mast
         ``t_raw / t_dark``.
     norm : float
         The flat's normalisation (see `flat_norm`).
+    quality : QualityParams, optional
+        The data-quality step after calibration (bleed trails, cosmic rays, fill; see
+        `ccdflow.array.frame_quality.flag_frame`); with ``masters.bpm`` its pixels are flagged
+        `MaskBits.BAD`. ``None`` and no bad-pixel mask: the four calibration flags only.
 
     Returns
     -------
     (numpy.ndarray, numpy.ndarray, numpy.ndarray, dict)
-        float32 image and error, uint8 mask bits, and the frame's statistics.
+        float32 image and error, uint8 mask bits (`ccdflow.array.masks.MaskBits`), and the
+        frame's statistics (``flags``: pixels per named plane).
     """
     level, var_level = 0.0, 0.0
     level_median = 0.0
@@ -292,11 +300,17 @@ def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Mast
         flat_err=None if flat is None else flat.error, norm=norm, gain=params.gain,
         read_noise=params.read_noise, saturation=params.saturation,
     )
+    if quality is not None or masters.bpm is not None:
+        image, error, mask = flag_frame(
+            raw[params.image_area.slices], image, error, mask, params=quality or QualityParams(),
+            bad_pixels=None if masters.bpm is None else masters.bpm.data,
+            saturation=params.saturation, gain=params.gain, read_noise=params.read_noise)
     stats = {
         "overscan_level": level_median,
         "undefined_master_error": undefined,
         "flagged": int(np.count_nonzero(mask)),
         "not_calibrated": int(np.count_nonzero(mask & _UNCALIBRATABLE)),
+        "flags": flag_counts(mask),
     }
     return image, error, mask, stats
 
@@ -322,12 +336,13 @@ def check_geometry(shape: tuple[int, int], params: CalibrationParams, masters: M
 
 
 def calibrate_lazy(data: da.Array, *, params: CalibrationParams, masters: Masters,
-                   dark_scale: float, norm: float) -> CalibratedFrame:
+                   dark_scale: float, norm: float,
+                   quality: QualityParams | None = None) -> CalibratedFrame:
     """Wrap `calibrate_array` over a frame's dask array: one task, nothing computed."""
     block = data.rechunk(data.shape) if data.numblocks != (1, 1) else data
     task = dask.delayed(calibrate_array, pure=True, nout=4)(
         block.to_delayed().ravel()[0], params=params, masters=masters,
-        dark_scale=dark_scale, norm=norm,
+        dark_scale=dark_scale, norm=norm, quality=quality,
     )
     shape = params.image_area.shape
     image, error, mask = (

@@ -40,7 +40,8 @@ class MaskBits(IntFlag):
     SATURATED = 2
     """The raw pixel was at or above the saturation level (ADU)."""
     FLAT_INVALID = 4
-    """The flat was <= 0 or missing there: not calibrated."""
+    """The flat's value is zero or negative there: not calibrated (a flat without a value there
+    sets `NO_MASTER_DATA`)."""
     NO_MASTER_DATA = 8
     """A master had no value there (all inputs rejected or NaN): not calibrated."""
     BAD = 16
@@ -94,7 +95,7 @@ def mask_header(*, dtype: Any = MASK_DTYPE) -> list[tuple[str, Any, str]]:
 _SHORT = {
     MaskBits.NONFINITE_INPUT: "non-finite raw pixel or overscan level",
     MaskBits.SATURATED: "raw pixel at or above saturation",
-    MaskBits.FLAT_INVALID: "flat <= 0 or missing",
+    MaskBits.FLAT_INVALID: "flat value <= 0",
     MaskBits.NO_MASTER_DATA: "master without a value",
     MaskBits.BAD: "bad pixel (bad-pixel mask)",
     MaskBits.BLEED: "bleed trail",

@@ -11,6 +11,7 @@ from astropy.io import fits
 
 from ccdflow._version import __version__
 from ccdflow.array.calibration import CalibrationParams, Master, Masters
+from ccdflow.array.masks import MASK_DTYPE, mask_header
 from ccdflow.errors import FrameReadError
 from ccdflow.io.fits import read_header, read_rows
 from ccdflow.io.headers import find_exposure_time
@@ -23,7 +24,7 @@ __all__ = ["calibrated_header", "file_sha1", "master_header", "read_master", "wr
 _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO",
                "BSCALE", "BLANK", "CHECKSUM", "DATASUM", "PCOUNT", "GCOUNT", "BIASSEC", "TRIMSEC",
                "DATASEC", "ZIMAGE", "ZBITPIX", "ZNAXIS", "ZNAXIS1", "ZNAXIS2", "ZCMPTYPE")
-_MASTER_KEYS = {"bias": "MBIAS", "dark": "MDARK", "flat": "MFLAT"}
+_MASTER_KEYS = {"bias": "MBIAS", "dark": "MDARK", "flat": "MFLAT", "bpm": "MBPM"}
 
 
 def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: Masters,
@@ -125,8 +126,9 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
             fits.ImageHDU(np.asarray(error, dtype=">f4"), name="ERROR")]
     hdus[1].header["BUNIT"] = ("adu", "1-sigma error of the primary image")
     if mask is not None:
-        hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
-        hdus[2].header["COMMENT"] = "bits: 1 bad input, 2 saturated, 4 flat<=0, 8 no master value"
+        hdus.append(fits.ImageHDU(np.asarray(mask, dtype=MASK_DTYPE), name="MASK"))
+        for key, value, comment in mask_header(dtype=MASK_DTYPE):
+            hdus[2].header[key] = (value, comment)
     return write_fits(path, fits.HDUList(hdus), overwrite=overwrite)
 
 
