@@ -11,6 +11,7 @@ from astropy.stats import sigma_clipped_stats
 from ccdflow import synthetic as syn
 from ccdflow.array.calibration import Master
 from ccdflow.array.combination import CombineParams, combine
+from ccdflow.array.masks import MaskBits
 from ccdflow.array.overscan import OverscanMethods
 from ccdflow.calibrator import Calibrator
 from ccdflow.errors import (
@@ -102,7 +103,8 @@ def test_seed_example_runs_as_written(seed_files, monkeypatch):
         image, error, s = _reference(f"raw{name}.fits", "masters/master_bias1.fits",
                                      "masters/master_dark3.fits", gain, 5.0)
         with fits.open(f"calib{name}.fits") as hdul:
-            assert [h.name for h in hdul] == ["PRIMARY", "ERROR"]
+            # the seed's two extensions, then the MASK every calibrated light carries by default
+            assert [h.name for h in hdul] == ["PRIMARY", "ERROR", "MASK"]
             assert hdul[0].data.dtype == np.dtype(">f4") and hdul[1].data.dtype == np.dtype(">f4")
             np.testing.assert_allclose(hdul[0].data, image, rtol=1e-5, atol=1e-3)
             np.testing.assert_allclose(hdul[1].data, error, rtol=1e-5)
@@ -306,7 +308,8 @@ def test_nan_raw_pixels_and_zero_flat_pixels_are_flagged_not_spread(tmp_path):
             assert np.isnan(image[y, x]) and np.isnan(error[y, x]) and mask[y, x] & bit
         assert np.isfinite(image).sum() == 400 - 3
         assert fits.getheader(out)["NFLAGGED"] == (mask != 0).sum()
-    assert mask[5, 5] == 2 and image[5, 5] > 1000  # saturated: kept, flagged
+    # saturated: kept, flagged; it is also the whole (one-pixel) bleed trail of itself
+    assert mask[5, 5] == MaskBits.SATURATED | MaskBits.BLEED and image[5, 5] > 1000
 
 
 def test_missing_and_truncated_and_non_image_raws_write_nothing(tmp_path):

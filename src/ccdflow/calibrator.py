@@ -20,6 +20,7 @@ from ccdflow.array.calibration import (
     check_geometry,
     dark_scale,
 )
+from ccdflow.array.frame_quality import QualityParams
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import parse_enum, parse_number
 from ccdflow.array.sections import parse_region
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 _SETTINGS = ("overscans", "overscan_method", "overscan_params", "master_bias", "master_dark",
              "master_flat", "gain", "read_noise", "image_area", "exptime", "saturation", "raw_hdu",
-             "mask", "overwrite")
+             "mask", "overwrite", "bad_pixels", "quality")
 
 
 class Calibrator:
@@ -69,7 +70,15 @@ class Calibrator:
     overscan_params : OverscanParams
         Knobs of the built-in overscan methods (clip sigma, iterations, polynomial order).
     mask : bool
-        Also write a uint8 ``MASK`` extension.
+        Write the uint8 ``MASK`` extension (`ccdflow.array.masks.MaskBits`, documented in its
+        header); on by default.
+    bad_pixels : path or Master, optional
+        A bad-pixel mask over the image area (FITS, nonzero = bad): those pixels are flagged
+        ``BAD`` and keep their value.
+    quality : QualityParams
+        The data-quality step: bleed trails (always, where a saturation level is known), cosmic
+        rays (``QualityParams(cosmic_rays="flag")``; off by default here, as this interface also
+        calibrates flats and arcs, and on by default for a night's lights), fill.
     overwrite : bool
         Replace existing outputs (else `OutputExistsError`).
 
@@ -110,8 +119,10 @@ class Calibrator:
         saturation: float | None = None,
         raw_hdu: int = 0,
         overscan_params: OverscanParams = OverscanParams(),
-        mask: bool = False,
+        mask: bool = True,
         overwrite: bool = True,
+        bad_pixels: str | os.PathLike | Master | None = None,
+        quality: QualityParams = QualityParams(),
     ):
         self.overscans = overscans
         self.overscan_method = overscan_method
@@ -126,6 +137,8 @@ class Calibrator:
         self.raw_hdu = raw_hdu
         self.overscan_params = overscan_params
         self.mask = mask
+        self.bad_pixels = bad_pixels
+        self.quality = quality
         self.overwrite = overwrite
         self._master_cache: dict[tuple, Master] = {}
         self._lock = threading.RLock()
@@ -183,6 +196,11 @@ class Calibrator:
             value = raw[f"master_{kind}"]
             if value is not None and not isinstance(value, str | os.PathLike | Master):
                 raise ConfigError(f"master_{kind}", f"expected a path or Master, got {value!r}")
+        if raw["bad_pixels"] is not None and not isinstance(raw["bad_pixels"],
+                                                            str | os.PathLike | Master):
+            raise ConfigError("bad_pixels", f"expected a path or Master, got {raw['bad_pixels']!r}")
+        if not isinstance(raw["quality"], QualityParams):
+            raise ConfigError("quality", f"expected QualityParams, got {raw['quality']!r}")
         return settings
 
     def _load_master(self, value: str | os.PathLike | Master | None) -> Master | None:
@@ -220,9 +238,10 @@ class Calibrator:
         ------
         ConfigError, FrameReadError, IncompatibleFramesError, MissingCalibrationError
         """
-        params, masters, dark_scale, norm = self._resolve(frame, self._settings(overrides))
+        settings = self._settings(overrides)
+        params, masters, dark_scale, norm = self._resolve(frame, settings)
         return calibrate_lazy(frame.data, params=params, masters=masters,
-                              dark_scale=dark_scale, norm=norm)
+                              dark_scale=dark_scale, norm=norm, quality=settings["quality"])
 
     def _resolve(self, frame: Frame, s: dict[str, Any]
                  ) -> tuple[CalibrationParams, Masters, float, float]:
@@ -233,7 +252,8 @@ class Calibrator:
             read_noise=s["read_noise"], saturation=s["saturation"], exptime=frame.exptime)
         params = resolve_params(frame.header, frame.shape, settings, path=str(frame.path),
                                 hdu=frame.hdu).params
-        masters = Masters(*(self._load_master(s[f"master_{k}"]) for k in ("bias", "dark", "flat")))
+        masters = Masters(*(self._load_master(s[f"master_{k}"]) for k in ("bias", "dark", "flat")),
+                          bpm=self._load_master(s["bad_pixels"]))
         check_geometry(frame.shape, params, masters, path=str(frame.path), hdu=frame.hdu)
         scale = math.nan if masters.dark is None else dark_scale(params.exptime, masters.dark.exptime,
                                                               name=masters.dark.name)
@@ -264,7 +284,8 @@ class Calibrator:
         # one frame is one task: run it here, never ship it (and the masters) to a scheduler
         raw_pixels = frame.data.compute(scheduler="sync")
         image, error, mask, stats = calibrate_array(raw_pixels, params=params, masters=masters,
-                                                    dark_scale=dark_scale, norm=norm)
+                                                    dark_scale=dark_scale, norm=norm,
+                                                    quality=s["quality"])
         header = calibrated_header(frame.header, params=params, masters=masters,
                                    dark_scale=dark_scale, flat_norm=norm, stats=stats,
                                    history=f"raw file {Path(raw).name}")

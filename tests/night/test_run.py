@@ -21,6 +21,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from distributed import Client, LocalCluster
 
 from ccdflow import synthetic as syn
+from ccdflow.array.frame_quality import QualityParams
 from ccdflow.calibrator import Calibrator
 from ccdflow.night import load_config, reduce_night
 
@@ -78,12 +79,15 @@ def test_night_on_a_local_cluster_equals_the_calibrator_frame_by_frame(tmp_path,
     inst = night.instrument
     calibrate = Calibrator(overscans=[inst.overscan_region], overscan_method="median_per_line",
                            image_area=inst.image_region, master_bias=out / "masters/bias.fits",
-                           master_dark=out / "masters/dark.fits", mask=True)
+                           master_dark=out / "masters/dark.fits", mask=True,
+                           quality=QualityParams(cosmic_rays="flag"))
     lights = night.files["light"]
     assert len(lights) == 4
     for raw in lights:
-        flat = out / "masters" / f"flat_{fits.getheader(raw)['FILTER']}.fits"
-        reference = calibrate(raw=raw, calibrated=tmp_path / "ref.fits", master_flat=flat)
+        band = fits.getheader(raw)["FILTER"]
+        flat = out / "masters" / f"flat_{band}.fits"
+        reference = calibrate(raw=raw, calibrated=tmp_path / "ref.fits", master_flat=flat,
+                              bad_pixels=out / "masters" / f"bpm_{band}.fits")
         got = _arrays(out / "lights" / raw.name)
         for x, y in zip(got, _arrays(reference), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)

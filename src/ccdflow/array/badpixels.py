@@ -11,7 +11,7 @@ import numpy as np
 from ccdflow.array.masks import MASK_DTYPE, MaskBits, merge_masks
 from ccdflow.array.params import check_keys, parse_int, parse_number, to_plain_dict
 from ccdflow.errors import ConfigError
-from ccdflow.kernels.badpixels import ccdmask, hot_pixels
+from ccdflow.kernels.badpixels import ccdmask, hot_pixels, illumination
 
 __all__ = ["BadPixelParams", "bad_pixel_mask"]
 
@@ -32,6 +32,12 @@ class BadPixelParams:
         Thresholds below and above the flat's local level, in sigmas.
     ngood : int
         Good runs shorter than this between bad pixels of a column are flagged too.
+    min_deviation : float
+        A flat pixel is only flagged if its response also differs from the local level by more
+        than this fraction. ccdmask is meant for the ratio of two flats, where the illumination
+        and the real pixel response cancel; on a master flat of high signal-to-noise, real
+        structure (dust shadows, a spectrograph's slit pattern) of a few percent is many sigma
+        and would otherwise be flagged as bad.
 
     Examples
     --------
@@ -47,6 +53,7 @@ class BadPixelParams:
     lsigma: float = 6.0
     hsigma: float = 6.0
     ngood: int = 5
+    min_deviation: float = 0.1
 
     def __post_init__(self):
         setter = object.__setattr__.__get__(self)
@@ -58,6 +65,7 @@ class BadPixelParams:
         setter("ncsig", parse_int(self.ncsig, key="ncsig", minimum=10))
         setter("nlsig", parse_int(self.nlsig, key="nlsig", minimum=10))
         setter("ngood", parse_int(self.ngood, key="ngood", minimum=0))
+        setter("min_deviation", parse_number(self.min_deviation, key="min_deviation"))
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as plain values (round-trips through `from_dict`)."""
@@ -76,6 +84,16 @@ class BadPixelParams:
         """The keyword arguments of `ccdflow.kernels.badpixels.ccdmask`."""
         names = ("ncmed", "nlmed", "ncsig", "nlsig", "lsigma", "hsigma", "ngood")
         return {name: getattr(self, name) for name in names}
+
+
+def _flat_defects(flat: np.ndarray, *, params: BadPixelParams) -> np.ndarray:
+    # the illumination is divided out first, so that vignetting running into the detector's
+    # edges is not mistaken for defects by ccdmask's edge-sliding median box
+    model = illumination(flat)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(model > 0, flat / model, np.nan)
+    strong = ~(np.abs(ratio - 1.0) <= params.min_deviation)  # NaN counts as strong
+    return ccdmask(ratio, **params.flat_kwargs()) & strong
 
 
 def _whole(array: Any) -> da.Array:
@@ -137,7 +155,7 @@ def bad_pixel_mask(
                                       meta=np.empty((0, 0), bool))
         mask = mask | hot.astype(MASK_DTYPE) * bit
     if flat is not None:
-        cold = _whole(flat).map_blocks(ccdmask, **params.flat_kwargs(), dtype=bool,
+        cold = _whole(flat).map_blocks(_flat_defects, params=params, dtype=bool,
                                        meta=np.empty((0, 0), bool))
         mask = mask | cold.astype(MASK_DTYPE) * bit
     if user_mask is not None:

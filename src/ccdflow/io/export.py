@@ -106,8 +106,10 @@ def save_image(image: np.ndarray, path: str | os.PathLike, *, title: str | None 
 
     Examples
     --------
-    >>> save_image(np.random.default_rng(0).normal(size=(64, 256)), "reduced.png", title="M67 V")
-    PosixPath('reduced.png')
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "reduced.png"
+    >>> save_image(np.random.default_rng(0).normal(size=(64, 256)), out, title="M67 V") == out
+    True
     """
     path = Path(path)
     fmt = _FORMATS.get(path.suffix.lower())
@@ -221,8 +223,10 @@ def save_html(image: np.ndarray, path: str | os.PathLike, *, title: str | None =
 
     Examples
     --------
-    >>> save_html(np.zeros((64, 256), dtype=np.float32), "reduced.html")
-    PosixPath('reduced.html')
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "reduced.html"
+    >>> save_html(np.zeros((64, 256), dtype=np.float32), out) == out
+    True
     """
     fig = to_figure(image, title=title)
     path = Path(path)

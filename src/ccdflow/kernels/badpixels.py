@@ -270,3 +270,67 @@ def ccdmask(
     data = np.asarray(flat, dtype=np.float64)
     return _ccdmask(data, int(ncmed), int(nlmed), int(ncsig), int(nlsig), float(lsigma), float(hsigma),
                     int(ngood), _PLOW, _PHIGH)
+
+
+def illumination(flat: np.ndarray, *, box: int | None = None) -> np.ndarray:
+    """A smooth model of a flat's large-scale illumination (vignetting, gradients).
+
+    Medians of ``box x box`` blocks, interpolated linearly between block centres and
+    extrapolated linearly beyond the outer centres, so that a gradient running into the edge of
+    the detector is followed rather than flattened. Dividing a flat by it leaves the
+    pixel-to-pixel structure that `ccdmask` looks at: its moving median slides inside the image
+    at the edges, and a steep vignetting gradient there would otherwise flag whole edge columns.
+
+    Parameters
+    ----------
+    flat : numpy.ndarray
+        2-D flat; NaN ignored.
+    box : int, optional
+        Block size in pixels (a defect up to half a block wide does not move a block's median);
+        by default an eighth of the smaller side, within 6 to 16, so that a small detector's
+        steeper vignetting per pixel is still followed.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 model, the flat's shape.
+
+    Examples
+    --------
+    >>> ramp = np.tile(np.linspace(0.5, 1.5, 64), (48, 1))
+    >>> bool(np.allclose(illumination(ramp), ramp))
+    True
+    """
+    data = np.asarray(flat, dtype=np.float64)
+    ny, nx = data.shape
+    if box is None:
+        box = int(np.clip(min(ny, nx) // 8, 6, 16))
+    edges_y = _block_edges(ny, box)
+    edges_x = _block_edges(nx, box)
+    medians = np.full((len(edges_y) - 1, len(edges_x) - 1), np.nan)
+    for i, (y0, y1) in enumerate(zip(edges_y[:-1], edges_y[1:], strict=True)):
+        for j, (x0, x1) in enumerate(zip(edges_x[:-1], edges_x[1:], strict=True)):
+            block = data[y0:y1, x0:x1]
+            finite = block[np.isfinite(block)]
+            medians[i, j] = np.median(finite) if finite.size else np.nan
+    centre_y = 0.5 * (edges_y[:-1] + edges_y[1:] - 1)
+    centre_x = 0.5 * (edges_x[:-1] + edges_x[1:] - 1)
+    rows = _interpolate(medians, centre_y, np.arange(ny))
+    return _interpolate(rows.T, centre_x, np.arange(nx)).T
+
+
+def _block_edges(n: int, box: int) -> np.ndarray:
+    count = max(1, n // box)
+    edges = np.arange(count + 1) * box
+    edges[-1] = n  # the leftover lines join the last block
+    return edges
+
+
+def _interpolate(values: np.ndarray, centres: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Linear along axis 0 between centres, extrapolated linearly beyond the outer ones."""
+    if len(centres) == 1:
+        return np.repeat(values, len(coords), axis=0)
+    right = np.clip(np.searchsorted(centres, coords), 1, len(centres) - 1)
+    left = right - 1
+    t = (coords - centres[left]) / (centres[right] - centres[left])
+    return values[left] * (1 - t)[:, None] + values[right] * t[:, None]

@@ -11,7 +11,9 @@ from typing import Any
 import yaml
 from dask.utils import parse_bytes
 
+from ccdflow.array.badpixels import BadPixelParams
 from ccdflow.array.combination import CombineParams
+from ccdflow.array.frame_quality import QualityParams
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import check_keys, parse_enum, parse_int, parse_number
 from ccdflow.array.sections import Region, parse_region
@@ -218,6 +220,69 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QualityConfig:
+    """The ``quality`` section: what is flagged in the calibrated lights, and the bad-pixel mask.
+
+    Attributes
+    ----------
+    lights : QualityParams
+        Cosmic rays (``off``/``flag``/``clean``, default ``flag``), bleed trails, fill.
+    bad_pixel_mask : bool
+        Build ``masters/bpm.fits`` from the master dark and flats and flag those pixels.
+    bad_pixel_params : BadPixelParams
+        Its thresholds.
+    bad_pixels : Path, optional
+        The user's own bad-pixel mask (FITS, nonzero = bad), merged with the built one.
+
+    Examples
+    --------
+    >>> QualityConfig().lights.cosmic_rays.value
+    'flag'
+    """
+
+    lights: QualityParams = QualityParams(cosmic_rays="flag")
+    bad_pixel_mask: bool = True
+    bad_pixel_params: BadPixelParams = BadPixelParams()
+    bad_pixels: Path | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.lights, QualityParams):
+            raise ConfigError("quality", f"expected QualityParams, got {self.lights!r}")
+        if not isinstance(self.bad_pixel_mask, bool):
+            raise ConfigError("quality.bad_pixel_mask",
+                              f"expected true or false, got {self.bad_pixel_mask!r}")
+        if not isinstance(self.bad_pixel_params, BadPixelParams):
+            raise ConfigError("quality.bad_pixel_params",
+                              f"expected BadPixelParams, got {self.bad_pixel_params!r}")
+        if self.bad_pixels is not None:
+            object.__setattr__(self, "bad_pixels", Path(self.bad_pixels))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: Path, key: str = "quality") -> QualityConfig:
+        """Validate the section; relative paths are relative to ``base``."""
+        data = _mapping(data, key)
+        own = {"bad_pixel_mask", "bad_pixel_params", "bad_pixels"}
+        lights = {k: v for k, v in data.items() if k not in own}
+        out: dict[str, Any] = {"lights": QualityParams.from_dict(
+            {"cosmic_rays": "flag", **lights}, key=key)}
+        if "bad_pixel_mask" in data:
+            out["bad_pixel_mask"] = data["bad_pixel_mask"]
+        if "bad_pixel_params" in data:
+            out["bad_pixel_params"] = BadPixelParams.from_dict(
+                _mapping(data["bad_pixel_params"], f"{key}.bad_pixel_params"),
+                key=f"{key}.bad_pixel_params")
+        if data.get("bad_pixels") is not None:
+            out["bad_pixels"] = (base / _path_value(data["bad_pixels"], f"{key}.bad_pixels")).resolve()
+        return cls(**out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, in the config's own layout."""
+        return {**self.lights.to_dict(), "bad_pixel_mask": self.bad_pixel_mask,
+                "bad_pixel_params": self.bad_pixel_params.to_dict(),
+                "bad_pixels": str(self.bad_pixels) if self.bad_pixels else None}
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     """The ``cluster`` section: where the work runs."""
 
@@ -269,6 +334,8 @@ class NightConfig:
         Also combine the calibrated lights per filter and object.
     cluster : ClusterConfig
         Where to compute.
+    quality : QualityConfig
+        What is flagged in the lights; the bad-pixel mask.
     source : Path, optional
         The YAML file read, if any.
 
@@ -287,6 +354,7 @@ class NightConfig:
     min_frames: MinFrames = MinFrames()
     stack_lights: bool = False
     cluster: ClusterConfig = ClusterConfig()
+    quality: QualityConfig = QualityConfig()
     source: Path | None = None
 
     def __post_init__(self):
@@ -297,7 +365,8 @@ class NightConfig:
             if value is not None:
                 object.__setattr__(self, name, Path(value))
         for name, kind in (("calibration", CalibrationConfig), ("combine", CombineByKind),
-                           ("min_frames", MinFrames), ("cluster", ClusterConfig)):
+                           ("min_frames", MinFrames), ("cluster", ClusterConfig),
+                           ("quality", QualityConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(name, f"expected {kind.__name__}, got {getattr(self, name)!r}")
         if not isinstance(self.stack_lights, bool):
@@ -309,7 +378,8 @@ class NightConfig:
         """Validate a parsed config; relative paths are taken relative to ``base``."""
         if not isinstance(data, Mapping):
             raise ConfigError("<config>", f"expected a mapping at the top, got {type(data).__name__}")
-        known = {"input", "output", "calibration", "combine", "min_frames", "stack_lights", "cluster"}
+        known = {"input", "output", "calibration", "combine", "min_frames", "stack_lights", "cluster",
+                 "quality"}
         for name in data:
             if name not in known:
                 raise ConfigError(str(name), f"unknown key; expected one of {sorted(known)}")
@@ -347,6 +417,7 @@ class NightConfig:
             combine=CombineByKind(**combine),
             min_frames=MinFrames(**min_frames),
             stack_lights=stack,
+            quality=QualityConfig.from_dict(_mapping(data.get("quality"), "quality"), base=base),
             cluster=ClusterConfig.from_dict(_mapping(data.get("cluster"), "cluster")),
             source=source,
         )
@@ -371,6 +442,7 @@ class NightConfig:
             "combine": {k: v.to_dict() for k, v in self.combine.items()},
             "min_frames": dict(self.min_frames.items()),
             "stack_lights": self.stack_lights,
+            "quality": self.quality.to_dict(),
             "cluster": {"scheduler": self.cluster.scheduler, "n_workers": self.cluster.n_workers,
                         "threads_per_worker": self.cluster.threads_per_worker,
                         "memory_limit": self.cluster.memory_limit},

@@ -17,7 +17,8 @@ from ccdflow.array.combination import CombineParams
 from ccdflow.errors import CcdflowError, IncompatibleFramesError, MissingCalibrationError
 from ccdflow.io.frame_settings import resolve_params
 from ccdflow.night.config import NightConfig
-from ccdflow.night.frames import FrameInfo
+from ccdflow.night.frames import FrameInfo, file_identity
+from ccdflow.night.stage_bpm import BPM, BpmPlan
 
 __all__ = ["FramePlan", "MasterPlan", "Plan", "make_plan", "stable_hash"]
 
@@ -60,6 +61,7 @@ class FramePlan:
     cube: str  # zarr cube group, per filter
     index: int  # position in its cube
     key: str = ""
+    bpm: str | None = None  # the night's bad-pixel mask, for lights
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Plan:
     frames: list[FramePlan] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
     warnings: list[str] = field(default_factory=list)
+    bpms: dict[str, BpmPlan] = field(default_factory=dict)  # name -> plan, per filter
 
     def cubes(self) -> dict[str, list[FramePlan]]:
         """Frames of each zarr cube, in cube order."""
@@ -213,6 +216,7 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
             for frame in group:
                 plan.failures[str(frame.path)] = f"{type(err).__name__}: {err}"
     plan.masters = list(masters.values())
+    plan.bpms = _plan_bpms(masters, config)
     for kind in ("bias", "dark", "flat"):
         if kind not in types_present and any(f.type in ("light", "arc") for f in readable):
             plan.warnings.append(f"no {kind} frames: the {kind} step is skipped")
@@ -222,14 +226,37 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
         if frame.type not in ("light", "arc"):
             continue
         try:
-            plan.frames.append(_plan_frame(frame, config, masters, types_present, stems, counters))
+            plan.frames.append(_plan_frame(frame, config, masters, types_present, stems, counters,
+                                           plan.bpms))
         except CcdflowError as err:
             plan.failures[str(frame.path)] = f"{type(err).__name__}: {err}"
     return plan
 
 
+def _plan_bpms(masters: dict[str, MasterPlan], config: NightConfig) -> dict[str, BpmPlan]:
+    """The bad-pixel masks, one per filter: the master dark, that filter's flat, the user's mask.
+
+    Per filter, so that a new flat redoes only its own filter's lights; ``bpm`` without flats.
+    """
+    quality = config.quality
+    dark = "dark" if quality.bad_pixel_mask and "dark" in masters else None
+    flats = sorted(n for n in masters if n.startswith("flat_")) if quality.bad_pixel_mask else []
+    user = quality.bad_pixels
+    sources = {f"bpm_{n.removeprefix('flat_')}": (n,) for n in flats}
+    if dark is not None or user is not None:
+        sources.setdefault(BPM, ())
+    plans = {}
+    for name, flat in sources.items():
+        key = stable_hash(name, [masters[n].key for n in (dark, *flat) if n],
+                          quality.bad_pixel_params.to_dict(), file_identity(user) if user else None)
+        plans[name] = BpmPlan(name=name, dark=dark, flats=flat, user_mask=user,
+                              params=quality.bad_pixel_params, key=key)
+    return plans
+
+
 def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, MasterPlan],
-                types_present: set[str], stems: Counter, counters: Counter) -> FramePlan:
+                types_present: set[str], stems: Counter, counters: Counter,
+                bpms: dict[str, BpmPlan]) -> FramePlan:
     params = frame_params(frame, config)
     bias = dark = flat = None
     if not is_processed(frame, config):
@@ -249,8 +276,14 @@ def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, Master
     cube = f"{folder}_{frame.filter or 'none'}"
     index = counters[cube]
     counters[cube] += 1
+    quality = config.quality.lights.to_dict() if frame.type == "light" else None
+    bpm_name = None
+    if frame.type == "light":
+        own = f"bpm_{flat.removeprefix('flat_')}" if flat else None
+        bpm_name = own if own in bpms else (BPM if BPM in bpms else None)
     key = stable_hash(frame.identity, frame.hdu, params.to_dict(), config.calibration.mask,
-                      [masters[n].key for n in (bias, dark, flat) if n])
+                      [masters[n].key for n in (bias, dark, flat) if n], quality,
+                      bpms[bpm_name].key if bpm_name else None)
     return FramePlan(frame=frame, params=params, bias=bias, dark=dark, flat=flat,
                      output=config.output / folder / f"{stem}.fits", cube=cube, index=index,
-                     key=key)
+                     key=key, bpm=bpm_name)

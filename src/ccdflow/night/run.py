@@ -21,6 +21,7 @@ from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.plan import Plan, make_plan
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
+from ccdflow.night.stage_bpm import BpmPlan, build_bpm
 from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_job
 from ccdflow.night.stage_masters import build_master
 from ccdflow.night.stage_stacks import stack_lights
@@ -76,7 +77,7 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
                           rows=cube_rows(shape))
     jobs = []
     for fp in plan.frames:
-        missing = [n for n in (fp.bias, fp.dark, fp.flat) if n in failed_masters]
+        missing = [n for n in (fp.bias, fp.dark, fp.flat, fp.bpm) if n in failed_masters]
         if missing:
             report.frames[str(fp.frame.path)] = asdict(FrameResult(
                 str(fp.frame.path), str(fp.output), FrameStatus.failed,
@@ -89,8 +90,28 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
                 str(fp.frame.path), str(fp.output), FrameStatus.skipped, 0.0, None, record.get("stats")))
             continue
         store.forget_record(fp.cube, fp.output.stem)
-        jobs.append(FrameJob(fp, store, config.calibration.mask))
+        quality = config.quality.lights if fp.frame.type == "light" else None
+        jobs.append(FrameJob(fp, store, config.calibration.mask, quality))
     return jobs
+
+
+def _bad_pixel_mask(bpm: BpmPlan, plan: Plan, store: Store, config: NightConfig,
+                    failed: dict[str, str], report: NightReport) -> None:
+    """Build one bad-pixel mask for the lights that use it, unless a master it needs failed."""
+    shape = next((fp.params.image_area.shape for fp in plan.frames if fp.bpm == bpm.name), None)
+    if shape is None:
+        return  # no light uses it
+    broken = [n for n in (bpm.dark, *bpm.flats) if n and n in failed]
+    if broken:
+        why = f"needs master {broken[0]}"
+        failed[bpm.name] = why
+        report.masters[bpm.name] = {"name": bpm.name, "status": ProductStatus.failed,
+                                    "error": why, "seconds": 0.0}
+        return
+    result = build_bpm(bpm, store, config.output, shape=shape)
+    report.masters[bpm.name] = result
+    if result["status"] == ProductStatus.failed:
+        failed[bpm.name] = result["error"]
 
 
 def _remove_stale_temporaries(config: NightConfig) -> None:
@@ -143,7 +164,7 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
     >>> report = reduce_night(config, scheduler="synchronous", echo=lambda *_: None,
     ...                       progress=False)
     >>> report.ok, report.count("done"), sorted(report.masters)
-    (True, 1, ['bias', 'dark', 'flat_V'])
+    (True, 1, ['bias', 'bpm_V', 'dark', 'flat_V'])
     """
     t0 = time.perf_counter()
     report = NightReport(output=str(config.output), config=config.to_dict(), version=__version__,
@@ -174,6 +195,8 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
             report.masters[master.name] = result.to_dict()
             if result.status == ProductStatus.failed:
                 failed[master.name] = result.error
+        for bpm in plan.bpms.values():
+            _bad_pixel_mask(bpm, plan, store, config, failed, report)
         report.seconds["masters"] = time.perf_counter() - t
         t = time.perf_counter()
         jobs = _frame_jobs(plan, store, config, failed, report)

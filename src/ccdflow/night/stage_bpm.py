@@ -26,7 +26,7 @@ from ccdflow.night.store import Store
 
 __all__ = ["BpmPlan", "build_bpm", "read_user_mask"]
 
-#: The store and file name of the night's bad-pixel mask.
+#: The store and file name of the night's bad-pixel mask when it has no flat (else ``bpm_<FILTER>``).
 BPM = "bpm"
 
 
@@ -36,6 +36,8 @@ class BpmPlan:
 
     Attributes
     ----------
+    name : str
+        ``bpm_<FILTER>`` (from that filter's flat), or ``bpm`` without flats.
     dark : str or None
         The master dark's name (hot pixels).
     flats : tuple of str
@@ -48,6 +50,7 @@ class BpmPlan:
         Resume key: the masters' keys, the parameters and the user file's identity.
     """
 
+    name: str
     dark: str | None
     flats: tuple[str, ...]
     user_mask: Path | None
@@ -98,12 +101,12 @@ def build_bpm(plan: BpmPlan, store: Store, output: Path, *, shape: tuple[int, in
     dict
         ``name``, ``status``, ``output``, ``seconds``, ``flagged`` (pixels) and ``error``.
     """
-    path = output / "masters" / f"{BPM}.fits"
-    entry = {"name": BPM, "output": str(path), "seconds": 0.0, "inputs": [*filter(None, (
+    path = output / "masters" / f"{plan.name}.fits"
+    entry = {"name": plan.name, "output": str(path), "seconds": 0.0, "inputs": [*filter(None, (
         plan.dark, *plan.flats)), *([str(plan.user_mask)] if plan.user_mask else [])]}
-    if store.master_is_current(BPM, plan.key) and path.exists():
+    if store.master_is_current(plan.name, plan.key) and path.exists():
         return {**entry, "status": ProductStatus.reused,
-                "flagged": store.master_attrs(BPM).get("flagged")}
+                "flagged": store.master_attrs(plan.name).get("flagged")}
     start = time.perf_counter()
     try:
         mask = _compute(plan, store, shape)
@@ -122,7 +125,7 @@ def build_bpm(plan: BpmPlan, store: Store, output: Path, *, shape: tuple[int, in
         header[key] = (value, comment)
     header["CCDFLVER"] = (__version__, "ccdflow version")
     write_fits(path, fits.HDUList([fits.PrimaryHDU(mask, header=header)]), checksum=True)
-    store.write_master(BPM, data=mask, error=np.zeros_like(mask), count=np.zeros_like(mask), attrs={
+    store.write_master(plan.name, data=mask, error=np.zeros_like(mask), count=np.zeros_like(mask), attrs={
         "key": plan.key, "kind": BPM, "flagged": flagged, "inputs": entry["inputs"],
         "params": plan.params.to_dict(), "fits_name": path.name, "fits_sha1": file_sha1(path)})
     return {**entry, "status": ProductStatus.built, "seconds": time.perf_counter() - start,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccdflow.array.calibration import Masters, calibrate_array, check_geometry, dark_scale
+from ccdflow.array.frame_quality import QualityParams
 from ccdflow.errors import CcdflowError
 from ccdflow.io.fits import read_rows
 from ccdflow.io.products import calibrated_header, write_calibrated
@@ -32,6 +33,7 @@ class FrameJob:
     plan: FramePlan
     store: Store
     write_mask: bool
+    quality: QualityParams | None = None  # the data-quality step (lights only)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
     clock = _Stopwatch()
     try:
         masters = Masters(*(store.read_master(name) if name else None
-                            for name in (plan.bias, plan.dark, plan.flat)))
+                            for name in (plan.bias, plan.dark, plan.flat, plan.bpm)))
         check_geometry(plan.frame.shape, plan.params, masters, path=str(plan.frame.path),
                        hdu=plan.frame.hdu)
         clock.lap("masters")
@@ -73,7 +75,8 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
                                                             name=masters.dark.name)
         norm = math.nan if masters.flat is None else masters.flat.flat_norm()
         image, error, mask, stats = calibrate_array(raw, params=plan.params, masters=masters,
-                                                    dark_scale=scale, norm=norm)
+                                                    dark_scale=scale, norm=norm,
+                                                    quality=job.quality)
         clock.lap("calibrate")
         store.write_frame(plan.cube, plan.index, image, error, mask)
         clock.lap("zarr")

@@ -54,7 +54,8 @@ def combine_calibrated(frames: list[FramePlan], store: Store, params: CombinePar
 
     Both the night's stacks and `ImageReduction` use it. The frames' slices are read from their
     cubes (several cubes may be mixed) and combined in full-width row bands sized to the chunk
-    budget, so memory is bounded whatever the number of frames.
+    budget, so memory is bounded whatever the number of frames. Pixels flagged in a frame's
+    mask are treated as NaN: they do not enter, and the count map shows it.
 
     Parameters
     ----------
@@ -73,7 +74,10 @@ def combine_calibrated(frames: list[FramePlan], store: Store, params: CombinePar
     cubes: dict[str, da.Array] = {}
     for fp in frames:
         if fp.cube not in cubes:
-            cubes[fp.cube] = da.from_zarr(store.cube_arrays(fp.cube)["image"])
+            arrays = store.cube_arrays(fp.cube)
+            # a flagged pixel (bad, saturated, bleed, cosmic ray, ...) never enters a stack
+            cubes[fp.cube] = da.where(da.from_zarr(arrays["mask"]) != 0, np.float32(np.nan),
+                                      da.from_zarr(arrays["image"]))
     stack = da.concatenate([cubes[fp.cube][fp.index][None] for fp in frames])
     rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1])
     return combine(stack.rechunk({0: -1, 1: rows, 2: -1}), params=params)
