@@ -38,8 +38,9 @@ class StackGeometry:
 
     @property
     def inv_exptime(self) -> float:
-        """The mean of ``1/t`` over the frames, 1/s: how much of the master bias a dark rate
-        built from them carries (with the sign reversed).
+        """The mean of ``1/t`` over the frames, 1/s.
+
+        How much of the master bias a dark rate built from them carries (sign reversed).
         """
         return float(np.mean([1.0 / max(t, 1e-30) for t in self.exptimes]))
 

@@ -276,8 +276,10 @@ _MEDIAN_VARIANCE = np.array([1.0, 1.0, 1.346, 1.1928, 1.4342, 1.2885, 1.4731, 1.
 
 @numba.njit(nogil=True, cache=True)
 def median_variance_factor(n: int) -> float:
-    """``n var(median) / sigma^2`` of n Gaussian values: exact to n = 16, then ``pi/2 (1 - a/n)``
-    (a = 0.434 odd, 1.27 even, matching the exact values at 15 and 16).
+    """``n var(median) / sigma^2`` of n Gaussian values.
+
+    Exact to n = 16, then ``pi/2 (1 - a/n)`` (a = 0.434 odd, 1.27 even, matching the exact
+    values at 15 and 16).
     """
     if n <= _MEDIAN_VARIANCE.size:
         return _MEDIAN_VARIANCE[n - 1]
