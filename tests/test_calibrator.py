@@ -4,10 +4,10 @@ import math
 
 import dask
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ccdflow import synthetic as syn
 from ccdflow.array.calibration import Master
