@@ -90,8 +90,13 @@ class Calibrator:
     Notes
     -----
     With ``x = raw - overscan - B``, ``s = t_raw/t_dark`` and ``F_n = F/m``:
-    ``I = (x - s D)/F_n`` and
-    ``var_I = (var_O + var_B + s^2 var_D + max(x,0)/g + (RN/g)^2)/F_n^2 + I^2 var_Fn/F_n^2``.
+    ``I = (x - s D)/F_n`` and ``var_I = (var_O + (1 - phi)^2 var_B + (s^2 var_D - phi^2 var_B)
+    + max(E, 0)/g + (RN/g)^2)/F_n^2 + I^2 var_Fn/F_n^2``, where ``phi = t_raw <1/t_dark>`` for a
+    master dark that records its darks' ``<1/t>`` (``DKINVEXP``: it was built from darks minus
+    the master bias, and its error includes that share), else 0, and ``E = F_n S + s D`` is the
+    expected counts with ``S`` the 7x7 box mean of the calibrated image around the pixel, the
+    pixel left out (its own ``x`` beyond 5 sigma); see
+    `ccdflow.kernels.calibrate.calibrate_pixels`.
     Pixels that cannot be calibrated are NaN in image and error and flagged in the mask.
 
     Examples

@@ -14,13 +14,21 @@ def _raws(frame):
     return {h: frame.hdul[h].data.astype(np.float32) for h in frame.detector.hdus}
 
 
+def _grouped_median(values: np.ndarray) -> float:
+    """Median of integer data interpolated within its central unit bin (grouped-data median)."""
+    values = np.sort(values.ravel())
+    v = values[(values.size - 1) // 2]
+    below, at = np.count_nonzero(values < v), np.count_nonzero(values == v)
+    return float(v - 0.5 + (values.size / 2 - below) / at)
+
+
 def _reference(frame):
     """Plain numpy: per amplifier, median of its own overscan, trim, mirror, place."""
     out = np.full(frame.detector.shape, np.nan)
     for amp in frame.detector.amplifiers:
         raw = frame.hdul[amp.hdu].data.astype(np.float64)
         o = amp.overscans[0]
-        level = np.median(raw[o.ymin:o.ymax, o.xmin:o.xmax])
+        level = _grouped_median(raw[o.ymin:o.ymax, o.xmin:o.xmax])
         d, t = amp.data, amp.destination
         block = raw[d.ymin:d.ymax, d.xmin:d.xmax] - level
         if amp.flip_x:

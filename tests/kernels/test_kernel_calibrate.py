@@ -32,7 +32,7 @@ def test_kernel_equals_numpy_formulas(level_shape):
     flat, flat_err = rng.uniform(1.5, 2.5, shape), rng.uniform(0.01, 0.02, shape)
     args = dict(level=level, var_level=var_level, bias=bias, bias_err=bias_err, dark=dark,
                 dark_err=dark_err, dark_scale=60.0, flat=flat, flat_err=flat_err, norm=2.0,
-                gain=1.7, read_noise=4.5)
+                gain=1.7, read_noise=4.5, smooth=0)
     image, error, mask, undefined = calibrate_pixels(raw, area=area, **args)
     expected, expected_error = _numpy_reference(
         raw, level, var_level, area, bias, bias_err, dark, dark_err, 60.0, flat, flat_err, 2.0,
@@ -67,3 +67,22 @@ def test_big_endian_raw_is_accepted():
     raw = np.arange(12, dtype=">f4").reshape(3, 4)
     image, _, _, _ = calibrate_pixels(raw, area=(0, 3, 0, 4), level=1.0)
     np.testing.assert_array_equal(image, raw.astype(np.float32) - 1)
+
+
+def test_poisson_term_from_the_box_mean_without_the_pixel():
+    rng = np.random.default_rng(8)
+    raw = rng.normal(400.0, 20.0, (12, 15))
+    raw[6, 7] = 5000.0  # an outlier takes its own counts
+    image, error, _, _ = calibrate_pixels(raw, area=(0, 12, 0, 15), gain=2.0, read_noise=3.0,
+                                          smooth=2)
+    expected = np.empty_like(raw)
+    for i in range(12):
+        for j in range(15):
+            box = raw[max(i - 2, 0):i + 3, max(j - 2, 0):j + 3]
+            expected[i, j] = (box.sum() - raw[i, j]) / (box.size - 1)
+    var = 1.5**2 + expected / 2.0
+    outlier = (raw - expected) ** 2 > 25.0 * var
+    var[outlier] = 1.5**2 + raw[outlier] / 2.0
+    assert outlier[6, 7] and not outlier[0, 0]  # neighbours of the spike take their own counts too
+    np.testing.assert_allclose(image, raw.astype(np.float32))
+    np.testing.assert_allclose(error, np.sqrt(var), rtol=1e-5)

@@ -16,7 +16,7 @@ from ccdflow.errors import ConfigError
 from ccdflow.io.filelist import read_filelist
 from ccdflow.night import NightConfig
 from ccdflow.night.frames import describe_frames
-from ccdflow.night.plan import Plan, frame_params
+from ccdflow.night.plan import Plan, frame_params, master_combine
 from ccdflow.night.run import plan_night
 
 INSTRUMENT = synthetic.Instrument(ny=32, nx=32, n_overscan=8)
@@ -108,7 +108,7 @@ def test_masters_in_dependency_order(night):
     for master in plan.masters:
         assert master.params.overscans == (OVERSCAN,)
         assert master.params.image_area == IMAGE
-        assert master.combine == config.combine[master.kind]
+        assert master.combine == master_combine(master.kind, list(master.frames), config)
         assert re.fullmatch("[0-9a-f]{40}", master.key)
     assert by_name["flat_V"].combine.scale == "median"
     assert by_name["bias"].combine.scale is None
@@ -183,9 +183,9 @@ def test_keys_are_stable(night):
     ({"combine": {"flat": {"scale": "mean"}}}, {"flat_V", "flat_R"} | LIGHT_STEMS),
     ({"calibration": {"overscan_method": "mean"}}, ALL_NAMES),
     ({"calibration": {"overscan_params": {"sigma": 2.5}}}, ALL_NAMES),
-    # gain, read noise and saturation do not enter a master, only the calibrated lights
-    ({"calibration": {"gain": 2.0}}, LIGHT_STEMS),
-    ({"calibration": {"read_noise": 3.0}}, LIGHT_STEMS),
+    # gain and read noise are the bias and dark masters' noise model (flats keep the pooled one)
+    ({"calibration": {"gain": 2.0}}, ALL_NAMES),
+    ({"calibration": {"read_noise": 3.0}}, ALL_NAMES),
     ({"calibration": {"mask": False}}, LIGHT_STEMS),
     ({"combine": {"light": {"method": "mean"}}}, set()),  # stacking only
     ({"stack_lights": True}, set()),

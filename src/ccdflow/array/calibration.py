@@ -22,8 +22,8 @@ from ccdflow.kernels.stats import clipped_mean
 
 _UNCALIBRATABLE = FLAG_BAD_INPUT | FLAG_FLAT | FLAG_MASTER
 
-__all__ = ["CalibratedFrame", "CalibrationParams", "Master", "Masters", "calibrate_array", "dark_scale",
-           "flat_norm"]
+__all__ = ["CalibratedFrame", "CalibrationParams", "Master", "Masters", "calibrate_array",
+           "dark_bias_share", "dark_scale", "flat_norm"]
 
 # one flat's norm is computed once however many threads calibrate with it
 _NORM_LOCK = threading.Lock()
@@ -51,6 +51,12 @@ class Master:
     norm : float, optional
         For a flat: the level it is divided by when applied (`flat_norm`), when already known
         (a night records it with the master); computed on first use otherwise.
+    inv_exptime : float, optional
+        For a dark built from frames minus a master bias (ccdflow's master darks, card
+        ``DKINVEXP``): the mean of ``1/t`` over its input darks, 1/s. The dark then carries
+        ``-inv_exptime * EXPTIME`` times that master bias, and its error includes that share;
+        a light calibrated with the same bias gets the bias term ``(1 - t_raw inv_exptime)^2
+        var_B``. ``None``: the dark is independent of the bias.
 
     Examples
     --------
@@ -68,9 +74,13 @@ class Master:
     sha1: str | None = None
     header: fits.Header | None = None
     norm: float | None = None
+    inv_exptime: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "data", np.asarray(self.data, dtype=np.float32))
+        if self.inv_exptime is not None and not (self.inv_exptime >= 0
+                                                 and math.isfinite(self.inv_exptime)):
+            raise ValueError(f"inv_exptime must be a non-negative number, got {self.inv_exptime!r}")
         if self.error is not None:
             error = np.asarray(self.error, dtype=np.float32)
             if error.shape != self.data.shape:
@@ -255,6 +265,27 @@ def dark_scale(t_raw: float, t_dark: float | None, *, name: str | None = None) -
     return float(t_raw) / float(t_dark)
 
 
+def dark_bias_share(masters: Masters, dark_scale: float) -> float:
+    """``phi``: the share of the master bias the subtracted dark ``s D`` carries.
+
+    A master dark built from darks minus the master bias (``Master.inv_exptime`` known) holds
+    ``-t_dark <1/t>`` times that bias per unit of its value, so ``s D`` holds ``phi = s t_dark
+    <1/t> = t_raw <1/t>`` of it; 0 without a bias or without the record.
+
+    Examples
+    --------
+    >>> masters = Masters(bias=Master(np.zeros((2, 2))),
+    ...                   dark=Master(np.zeros((2, 2)), exptime=1.0, inv_exptime=1 / 60))
+    >>> dark_bias_share(masters, 600.0)
+    10.0
+    """
+    dark = masters.dark
+    if masters.bias is None or dark is None or dark.inv_exptime is None:
+        return 0.0
+    t_dark = 1.0 if dark.exptime is None else dark.exptime
+    return float(dark_scale) * t_dark * dark.inv_exptime
+
+
 def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Masters,
                     dark_scale: float = 1.0, norm: float = 1.0,
                     quality: QualityParams | None = None
@@ -296,7 +327,8 @@ def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Mast
         raw, area=params.image_area.bounds, level=level, var_level=var_level,
         bias=None if bias is None else bias.data, bias_err=None if bias is None else bias.error,
         dark=None if dark is None else dark.data, dark_err=None if dark is None else dark.error,
-        dark_scale=dark_scale, flat=None if flat is None else flat.data,
+        dark_scale=dark_scale, dark_bias=dark_bias_share(masters, dark_scale),
+        flat=None if flat is None else flat.data,
         flat_err=None if flat is None else flat.error, norm=norm, gain=params.gain,
         read_noise=params.read_noise, saturation=params.saturation,
     )

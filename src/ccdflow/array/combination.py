@@ -78,7 +78,8 @@ class Uncertainty(StrEnum):
     """``model`` with a noise-model clip (pooled, ccdclip, avsigclip), else ``empirical``."""
     model = "model"
     """Expected error of the combined value from the clip's noise model ``sigma`` at the
-    survivors' median: mean ``sigma/sqrt(n)``, median ``sqrt(pi/2)*sigma/sqrt(n)``, sum
+    survivors' median: mean ``sigma/sqrt(n)``, median ``sqrt(f_n)*sigma/sqrt(n)`` with ``f_n`` the
+    exact Gaussian ``n var(median)/sigma^2`` (1.434 for 5 values, pi/2 for many), sum
     ``sigma*sqrt(n)``. Defined for one survivor too."""
     empirical = "empirical"
     """Standard error from the survivors' sample scatter (ddof=1); NaN where one value survives."""

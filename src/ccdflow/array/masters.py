@@ -8,6 +8,7 @@ bounded by the chunk budget whatever the number of frames.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,14 @@ class StackGeometry:
 
     params: CalibrationParams
     exptimes: tuple[float, ...]
+
+    @property
+    def inv_exptime(self) -> float:
+        """The mean of ``1/t`` over the frames, 1/s.
+
+        How much of the master bias a dark rate built from them carries (sign reversed).
+        """
+        return float(np.mean([1.0 / max(t, 1e-30) for t in self.exptimes]))
 
 
 def _crop_for(regions: Sequence[Region], shape: tuple[int, int],
@@ -143,9 +152,37 @@ def master_bias(stack: da.Array, geometry: StackGeometry, *,
 
 
 def master_dark(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | None,
+                bias_error: ArrayLike | None = None,
                 params: CombineParams = CombineParams()) -> Combined:
-    """Lazy master dark rate (ADU/s): each dark minus the bias, divided by its exposure time."""
-    return combine(corrected_stack(stack, geometry, bias=bias, per_second=True), params=params)
+    """Lazy master dark rate (ADU/s): each dark minus the bias, divided by its exposure time.
+
+    Parameters
+    ----------
+    stack : dask.array.Array
+        Raw (N, rows, columns) darks.
+    geometry : StackGeometry
+        Their overscan and image-area parameters and exposure times.
+    bias : array-like, optional
+        Master bias subtracted from each dark.
+    bias_error : array-like, optional
+        Its error. Every dark carries the same bias error, so the scatter among the darks does
+        not see it: the rate's error gets ``k^2 var_B`` added, ``k = <1/t>`` over the darks
+        (`StackGeometry.inv_exptime`), as the rate carries ``-k`` times the bias's own error.
+    params : CombineParams
+        How the rates are combined. A CCD noise model (``gain``, ``read_noise``) must be in rate
+        units: a dark of ``t`` seconds has ``gain * t`` electrons per ADU/s and the same read
+        noise in electrons.
+
+    Returns
+    -------
+    Combined
+    """
+    result = combine(corrected_stack(stack, geometry, bias=bias, per_second=True), params=params)
+    if bias is None or bias_error is None:
+        return result
+    k = np.float32(geometry.inv_exptime)
+    error = da.sqrt(result.error ** 2 + (k * bias_error) ** 2).astype(np.float32)
+    return dataclasses.replace(result, error=error)
 
 
 def master_flat(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | None,

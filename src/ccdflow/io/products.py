@@ -11,6 +11,7 @@ from astropy.io import fits
 
 from ccdflow._version import __version__
 from ccdflow.array.calibration import CalibrationParams, Master, Masters
+from ccdflow.array.combination import CombineParams
 from ccdflow.array.masks import MASK_DTYPE, mask_header
 from ccdflow.errors import FrameReadError
 from ccdflow.io.fits import read_header, read_rows
@@ -25,6 +26,14 @@ _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXT
                "BSCALE", "BLANK", "CHECKSUM", "DATASUM", "PCOUNT", "GCOUNT", "BIASSEC", "TRIMSEC",
                "DATASEC", "ZIMAGE", "ZBITPIX", "ZNAXIS", "ZNAXIS1", "ZNAXIS2", "ZCMPTYPE")
 _MASTER_KEYS = {"bias": "MBIAS", "dark": "MDARK", "flat": "MFLAT", "bpm": "MBPM"}
+# CombineParams field -> master header card
+_COMBINE_KEYS = {"method": "CMETHOD", "clip": "CCLIP", "sigma_lower": "CSIGLO",
+                 "sigma_upper": "CSIGHI", "maxiters": "CMAXITER", "cenfunc": "CCENFUNC",
+                 "stdfunc": "CSTDFUNC", "nlow": "CNLOW", "nhigh": "CNHIGH", "nkeep": "CNKEEP",
+                 "gain": "CGAIN", "read_noise": "CRDNOISE", "sensitivity_noise": "CSENSNS",
+                 "scale": "CSCALE", "uncertainty": "CERRFORM"}
+#: Card of a master dark: the mean 1/t of its darks (see `Master.inv_exptime`).
+DARK_INV_EXPTIME_KEY = "DKINVEXP"
 
 
 def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: Masters,
@@ -132,7 +141,7 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
     return write_fits(path, fits.HDUList(hdus), overwrite=overwrite)
 
 
-def master_header(*, kind: str, inputs: list[str], params: dict, n_frames: int,
+def master_header(*, kind: str, inputs: list[str], params: CombineParams, n_frames: int,
                   rejected_fraction: float, exptime: float | None, filter: str = "",
                   extra: dict | None = None) -> fits.Header:
     """The provenance header of a master: type, inputs, combine parameters, rejected fraction.
@@ -143,8 +152,9 @@ def master_header(*, kind: str, inputs: list[str], params: dict, n_frames: int,
         ``bias``, ``dark`` or ``flat``.
     inputs : list of str
         The input files (recorded as ``INPUTnnn`` cards).
-    params : dict
-        ``CombineParams.to_dict()``.
+    params : CombineParams
+        How the master was combined: every field, and the clip and error formula that ran
+        (``CCLIPRUN``, ``CERRRUN``).
     n_frames : int
         Frames combined.
     rejected_fraction : float
@@ -169,12 +179,12 @@ def master_header(*, kind: str, inputs: list[str], params: dict, n_frames: int,
         header["FILTER"] = filter
     header["NCOMBINE"] = (n_frames, "frames combined")
     header["REJFRAC"] = (round(float(rejected_fraction), 6), "fraction of input values rejected")
-    names = {"method": "CMETHOD", "clip": "CCLIP", "sigma_lower": "CSIGLO", "sigma_upper": "CSIGHI",
-             "maxiters": "CMAXITER", "cenfunc": "CCENFUNC", "stdfunc": "CSTDFUNC", "nlow": "CNLOW",
-             "nhigh": "CNHIGH", "scale": "CSCALE", "uncertainty": "CERRFORM"}
-    for field, key in names.items():
-        value = params.get(field)
+    values = params.to_dict()
+    for field, key in _COMBINE_KEYS.items():
+        value = values.get(field)
         header[key] = ("none" if value is None else value, f"combine {field}")
+    header["CCLIPRUN"] = (params.effective_clip.value, "combine clip that ran")
+    header["CERRRUN"] = (params.effective_uncertainty.value, "combine error formula used")
     for key, (value, comment) in (extra or {}).items():
         header[key] = (value, comment)
     header["CCDFLVER"] = (__version__, "ccdflow version")
@@ -217,8 +227,8 @@ def read_master(path: str | os.PathLike, *, hdu: int = 0) -> Master:
     Returns
     -------
     Master
-        Data and error as float32, ``exptime`` from the header (``None`` when absent), file name
-        and SHA-1.
+        Data and error as float32, ``exptime`` from the header (``None`` when absent), a master
+        dark's ``inv_exptime`` from ``DKINVEXP``, file name and SHA-1.
 
     Raises
     ------
@@ -237,10 +247,12 @@ def read_master(path: str | os.PathLike, *, hdu: int = 0) -> Master:
         raise FrameReadError(path, f"cannot read the ERROR extension: {err}") from err
     if error is not None and error.shape != data.shape:
         raise FrameReadError(path, f"ERROR shape {error.shape} differs from data {data.shape}")
+    inv_exptime = header.get(DARK_INV_EXPTIME_KEY)
     return Master(
         data=data,
         error=error,
         exptime=find_exposure_time(header, path=path),
+        inv_exptime=float(inv_exptime) if isinstance(inv_exptime, int | float) else None,
         name=Path(path).name,
         sha1=file_sha1(path),
         header=header,

@@ -7,7 +7,8 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["FLAG_BAD_INPUT", "FLAG_FLAT", "FLAG_MASTER", "FLAG_SATURATED", "calibrate_pixels"]
+__all__ = ["FLAG_BAD_INPUT", "FLAG_FLAT", "FLAG_MASTER", "FLAG_SATURATED", "OUTLIER_SIGMA",
+           "calibrate_pixels"]
 
 #: Mask bits of the optional ``MASK`` extension.
 FLAG_BAD_INPUT = 1
@@ -17,17 +18,21 @@ FLAG_MASTER = 8
 _UNCALIBRATABLE = FLAG_BAD_INPUT | FLAG_FLAT | FLAG_MASTER
 _NONE = np.empty((0, 0), dtype=np.float32)
 
+#: A pixel further than this many sigma from its neighbourhood's estimate (a star, a cosmic ray)
+#: takes its Poisson term from its own value.
+OUTLIER_SIGMA = 5.0
+
 
 @numba.njit(nogil=True, cache=True)
-def _kernel(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_scale, flat,
-            flat_err, norm, gain, read_noise, saturation, image, error, mask):  # pragma: no cover
+def _first_pass(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_scale,
+                dark_bias, flat, flat_err, norm, rn2, saturation, image, error,
+                mask):  # pragma: no cover
+    """Everything but the Poisson term: image = I, error = its variance so far, mask."""
     ny, nx = image.shape
     has_bias, has_dark, has_flat = bias.size > 0, dark.size > 0, flat.size > 0
     has_bias_err, has_dark_err, has_flat_err = bias_err.size > 0, dark_err.size > 0, \
         flat_err.size > 0
     per_row, per_col = level.shape[0] > 1, level.shape[1] > 1
-    rn2 = (read_noise / gain) ** 2
-    inv_gain = 1.0 / gain
     inv_norm = 1.0 / norm
     s2 = dark_scale * dark_scale
     undefined = 0
@@ -37,21 +42,21 @@ def _kernel(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_
             r = np.float64(raw[y0 + i, x0 + j])
             lj = x0 + j if per_col else 0
             flags = 0 if math.isfinite(r) else 1
-            x = r - level[li, lj]
-            var = var_level[li, lj]
+            value = r - level[li, lj]
+            var = var_level[li, lj] + rn2
+            var_b = 0.0
             if has_bias:
                 b = np.float64(bias[i, j])
                 if not math.isfinite(b):
                     flags |= 8
-                x -= b
+                value -= b
                 if has_bias_err:
                     e = np.float64(bias_err[i, j])
                     if math.isfinite(e):
-                        var += e * e
+                        var_b = e * e
                     elif math.isfinite(b):
                         undefined += 1
-            var += (x if x > 0.0 else 0.0) * inv_gain + rn2
-            value = x
+            var_d, dark_known = 0.0, False
             if has_dark:
                 d = np.float64(dark[i, j])
                 if not math.isfinite(d):
@@ -60,9 +65,14 @@ def _kernel(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_
                 if has_dark_err:
                     e = np.float64(dark_err[i, j])
                     if math.isfinite(e):
-                        var += s2 * e * e
+                        var_d, dark_known = s2 * e * e, True
                     elif math.isfinite(d):
                         undefined += 1
+            # the subtracted dark carries -dark_bias times the master bias (its error includes
+            # that share): var(B + sD) = (1 - phi)^2 var_B + (s^2 var_D - phi^2 var_B)
+            var += (1.0 - dark_bias) ** 2 * var_b
+            if dark_known:
+                var += max(var_d - dark_bias * dark_bias * var_b, 0.0)
             if has_flat:
                 f = np.float64(flat[i, j]) * inv_norm
                 if not math.isfinite(f):
@@ -88,9 +98,62 @@ def _kernel(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_
                 error[i, j] = np.nan
             else:
                 image[i, j] = value
-                error[i, j] = math.sqrt(var)
+                error[i, j] = var
             mask[i, j] = flags
     return undefined
+
+
+@numba.njit(nogil=True, cache=True)
+def _poisson_pass(dark, dark_scale, flat, norm, inv_gain, half, image, error,
+                  mask):  # pragma: no cover
+    """Add the Poisson term, evaluated on a local estimate of the expected counts.
+
+    The estimate is ``F_n * S + s*D``: ``S`` the mean of the calibrated image over a
+    ``(2 half + 1)^2`` box around the pixel, the pixel itself left out (so its own noise does not
+    enter its error), running sums over rows and columns keeping the work O(1) per pixel.
+    """
+    ny, nx = image.shape
+    has_dark, has_flat = dark.size > 0, flat.size > 0
+    inv_norm = 1.0 / norm
+    col_sum = np.zeros(nx, dtype=np.float64)
+    col_n = np.zeros(nx, dtype=np.int64)
+    row_sum = np.zeros(nx + 1, dtype=np.float64)
+    row_n = np.zeros(nx + 1, dtype=np.int64)
+    for k in range(min(half, ny)):
+        for j in range(nx):
+            if mask[k, j] == 0:
+                col_sum[j] += image[k, j]
+                col_n[j] += 1
+    for i in range(ny):
+        add, drop = i + half, i - half - 1
+        for j in range(nx):
+            if add < ny and mask[add, j] == 0:
+                col_sum[j] += image[add, j]
+                col_n[j] += 1
+            if drop >= 0 and mask[drop, j] == 0:
+                col_sum[j] -= image[drop, j]
+                col_n[j] -= 1
+            row_sum[j + 1] = row_sum[j] + col_sum[j]
+            row_n[j + 1] = row_n[j] + col_n[j]
+        for j in range(nx):
+            if mask[i, j] & 13:
+                continue
+            value = np.float64(image[i, j])
+            lo, hi = max(j - half, 0), min(j + half + 1, nx)
+            total, n = row_sum[hi] - row_sum[lo], row_n[hi] - row_n[lo]
+            if mask[i, j] == 0:
+                total -= value
+                n -= 1
+            local = total / n if n > 0 else value
+            f = np.float64(flat[i, j]) * inv_norm if has_flat else 1.0
+            sd = dark_scale * np.float64(dark[i, j]) if has_dark else 0.0
+            var = np.float64(error[i, j])
+            scale = inv_gain / (f * f)
+            expected = max(f * local + sd, 0.0)
+            if (value - local) ** 2 > OUTLIER_SIGMA ** 2 * (var + expected * scale):
+                # not described by its neighbourhood: its own counts are the better estimate
+                expected = max(f * value + sd, 0.0)
+            error[i, j] = math.sqrt(var + expected * scale)
 
 
 def _array(values, dtype=np.float32) -> np.ndarray:
@@ -108,14 +171,16 @@ def calibrate_pixels(
     dark: np.ndarray | None = None,
     dark_err: np.ndarray | None = None,
     dark_scale: float = 1.0,
+    dark_bias: float = 0.0,
     flat: np.ndarray | None = None,
     flat_err: np.ndarray | None = None,
     norm: float = 1.0,
     gain: float = 1.0,
     read_noise: float = 0.0,
     saturation: float | None = None,
+    smooth: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Calibrate one raw frame over its image area and propagate the variance, in one pass.
+    """Calibrate one raw frame over its image area and propagate the variance.
 
     Parameters
     ----------
@@ -133,6 +198,11 @@ def calibrate_pixels(
         Their 1-sigma errors (``None`` counts as 0).
     dark_scale : float
         ``s = t_raw / t_dark``.
+    dark_bias : float
+        ``phi``: the share of the master bias's error the subtracted ``s D`` carries, because
+        the dark was built from frames minus that same master bias (``phi = t_raw <1/t>`` for
+        ccdflow's dark rates, whose error includes the share; 0 for a dark independent of the
+        bias).
     norm : float
         The flat's normalisation ``m``: ``F_n = F / m``.
     gain : float
@@ -141,6 +211,9 @@ def calibrate_pixels(
         Electrons.
     saturation : float, optional
         Raw level flagged as saturated.
+    smooth : int
+        Half-width of the box over which the expected signal of the Poisson term is estimated;
+        0 evaluates it on the pixel's own value (biased low at low counts).
 
     Returns
     -------
@@ -154,14 +227,23 @@ def calibrate_pixels(
 
     Notes
     -----
-    With ``x = raw - level - B``: ``var_pre = var_O + var_B + s^2 var_D + max(x, 0)/g + (RN/g)^2``,
-    ``I = (x - s D) / F_n`` and ``var_I = var_pre / F_n^2 + I^2 var_Fn / F_n^2``. Pixels that
-    cannot be calibrated (non-finite input, a master without a value, ``F_n <= 0``) are NaN in
-    image and error and flagged; saturated pixels keep their value and are flagged. One rule for
-    a missing value holds for every master: a non-finite bias, dark or flat pixel sets bit 8, and
-    bit 4 is set only where the flat has a finite value ``<= 0``. A NaN master *error* is not a
-    missing value: it counts as 0 and is counted in ``undefined``. Arithmetic is float64 per
-    pixel.
+    With ``x = raw - level - B``, ``I = (x - s D) / F_n`` and, in ADU^2,
+    ``var_pre = var_O + (1 - phi)^2 var_B + (s^2 var_D - phi^2 var_B) + max(E, 0)/g + (RN/g)^2``,
+    ``var_I = var_pre / F_n^2 + I^2 var_Fn / F_n^2``; the bracket is kept >= 0 and is
+    ``s^2 var_D`` when ``phi = 0``. ``E`` is the pixel's expected counts before the dark is
+    removed, estimated without its own noise: ``E = F_n S + s D`` with ``S`` the mean of the
+    calibrated image over the ``(2 smooth + 1)^2`` box around the pixel, the pixel itself, flagged
+    pixels and NaN left out. A Poisson term from the noisy pixel, ``max(x, 0)/g``, correlates
+    with the noise it describes and is biased at low counts; the box mean is not. Where the pixel
+    lies more than `OUTLIER_SIGMA` sigma from ``S`` (a star's core, a cosmic ray), ``E`` is its
+    own ``x``. Each pass is O(1) per pixel; the only temporaries are four rows.
+
+    Pixels that cannot be calibrated (non-finite input, a master without a value, ``F_n <= 0``)
+    are NaN in image and error and flagged; saturated pixels keep their value and are flagged
+    (and left out of their neighbours' estimate). A non-finite bias, dark or flat pixel sets
+    bit 8, and bit 4 is set only where the flat has a finite value ``<= 0``. A NaN master
+    *error* is not a missing value: it counts as 0 and is counted in ``undefined``. Arithmetic is
+    float64 per pixel.
 
     Examples
     --------
@@ -180,10 +262,13 @@ def calibrate_pixels(
     if var_level.shape != level.shape:
         var_level = np.ascontiguousarray(np.broadcast_to(var_level, level.shape))
     raw = raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))
-    undefined = _kernel(
-        raw, level, var_level, y0, x0, _array(bias), _array(bias_err), _array(dark),
-        _array(dark_err), float(dark_scale), _array(flat), _array(flat_err), float(norm),
-        float(gain), float(read_noise), math.inf if saturation is None else float(saturation),
-        image, error, mask,
+    dark, flat = _array(dark), _array(flat)
+    saturation = math.inf if saturation is None else float(saturation)
+    undefined = _first_pass(
+        raw, level, var_level, y0, x0, _array(bias), _array(bias_err), dark, _array(dark_err),
+        float(dark_scale), float(dark_bias), flat, _array(flat_err), float(norm),
+        (float(read_noise) / float(gain)) ** 2, saturation, image, error, mask,
     )
+    _poisson_pass(dark, float(dark_scale), flat, float(norm), 1.0 / float(gain), int(smooth),
+                  image, error, mask)
     return image, error, mask, int(undefined)

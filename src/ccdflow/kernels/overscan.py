@@ -67,13 +67,16 @@ def overscan_level(
     Pixels of overlapping regions count once; NaN and inf pixels are ignored. With ``n`` finite
     pixels ``x`` and ``s2 = var(x, ddof=1)``:
 
-    - ``median``: ``median(x)``, variance ``(pi/2) s2 / n``.
+    - ``median``: ``median(x)``, variance ``(pi/2) s2 / n``; on integer data the grouped-data
+      median (interpolated within the central unit bin), so that the level of rounded data is
+      not stuck to a whole ADU.
     - ``mean``: ``mean(x)``, variance ``s2 / n``.
     - ``clipped_mean``: iterative clip about the median with the ddof=0 standard deviation,
       rejecting strictly beyond ``sigma``, as ``astropy.stats.sigma_clip(cenfunc="median",
       stdfunc="std")``; mean of the ``m`` survivors, variance ``var(survivors, ddof=1) / m``.
     - ``median_per_line``: the long axis of the regions picks rows (taller than wide) or columns
-      (wider than tall). Each line pools the pixels of all regions covering it: median, variance
+      (wider than tall). Each line pools the pixels of all regions covering it: median (grouped
+      on integer data, as above), variance
       ``(pi/2) s2_line / n_line`` (lines with one pixel take the median of the other lines'
       variances). Lines covered by no region are linearly interpolated between the nearest
       lines with a value, and held constant beyond the ends; their variance is propagated
@@ -144,8 +147,30 @@ def _scalar_level(
         return np.nan, np.nan
     variance = pixels.var(ddof=1) / n if n > 1 else np.nan
     if method == "median":
-        return float(np.median(pixels)), float(_MEDIAN_EFFICIENCY * variance)
+        level = _grouped_median(np.sort(pixels)[None], np.array([n]))[0]
+        return float(level), float(_MEDIAN_EFFICIENCY * variance)
     return float(pixels.mean()), float(variance)
+
+
+def _grouped_median(ordered: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Median of each row of ``ordered`` (sorted, its ``n`` finite values first, NaN after).
+
+    A row of integer values takes the grouped-data median: each value ``v`` stands for the bin
+    ``[v - 1/2, v + 1/2)``, and the median is interpolated within the bin holding it,
+    ``v - 1/2 + (n/2 - below)/at``. The plain median of rounded data sticks to whole values
+    (1000.0 for a pedestal of 1000.3, an offset shared by every pixel); the interpolated one
+    follows the underlying level. Other rows take the usual median.
+    """
+    rows = np.arange(ordered.shape[0])
+    lo = ordered[rows, np.maximum((n - 1) // 2, 0)]
+    hi = ordered[rows, np.minimum(n // 2, ordered.shape[1] - 1)]
+    with np.errstate(invalid="ignore"):
+        integral = np.all(~np.isfinite(ordered) | (ordered == np.floor(ordered)), axis=1)
+        below = (ordered < lo[:, None]).sum(axis=1)
+        at = (ordered == lo[:, None]).sum(axis=1)
+    grouped = lo - 0.5 + (0.5 * n - below) / np.maximum(at, 1)
+    median = np.where(integral, grouped, 0.5 * (lo + hi))
+    return np.where(n > 0, median, np.nan)
 
 
 def _is_per_row(regions: Sequence[Region]) -> bool:
@@ -169,9 +194,7 @@ def _line_stats(
     n = finite.sum(axis=1)
     # NaNs sort last, so each row starts with its n finite values: a warning-free nanmedian.
     ordered = np.sort(block, axis=1)
-    lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[:, None], axis=1)[:, 0]
-    hi = np.take_along_axis(ordered, (n // 2)[:, None], axis=1)[:, 0]
-    median = np.where(n > 0, 0.5 * (lo + hi), np.nan)
+    median = _grouped_median(ordered, n)
     mean = np.divide(np.where(finite, block, 0.0).sum(axis=1), n, out=np.full(n.shape, np.nan),
                      where=n > 0)
     squares = np.where(finite, (block - mean[:, None]) ** 2, 0.0).sum(axis=1)

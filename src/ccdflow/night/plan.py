@@ -13,14 +13,14 @@ from pathlib import Path
 
 from ccdflow._version import __version__
 from ccdflow.array.calibration import CalibrationParams
-from ccdflow.array.combination import CombineParams
+from ccdflow.array.combination import ClipMethod, CombineParams
 from ccdflow.errors import CcdflowError, IncompatibleFramesError, MissingCalibrationError
-from ccdflow.io.frame_settings import resolve_params
+from ccdflow.io.frame_settings import Resolved, resolve_params
 from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import FrameInfo, file_identity
 from ccdflow.night.stage_bpm import BPM, BpmPlan
 
-__all__ = ["FramePlan", "MasterPlan", "Plan", "make_plan", "stable_hash"]
+__all__ = ["FramePlan", "MasterPlan", "Plan", "make_plan", "master_combine", "stable_hash"]
 
 
 def stable_hash(*parts) -> str:
@@ -98,11 +98,51 @@ def frame_params(frame: FrameInfo, config: NightConfig) -> CalibrationParams:
 
     A processed (floating-point) calibration frame is used whole, without overscan.
     """
+    return _resolved(frame, config).params
+
+
+def _resolved(frame: FrameInfo, config: NightConfig) -> Resolved:
     settings = config.calibration.frame_settings()
     if is_processed(frame, config):
         settings = settings.replace(overscans=(), image_area=None)
     return resolve_params(frame.fits_header(), frame.shape, settings, path=str(frame.path),
-                          hdu=frame.hdu).params
+                          hdu=frame.hdu)
+
+
+def master_combine(kind: str, frames: list[FrameInfo], config: NightConfig) -> CombineParams:
+    """The `CombineParams` of a master: the config's, with the frames' CCD noise model filled in.
+
+    When the config's ``combine.<kind>`` names no noise model (``gain`` and ``read_noise``
+    unset), leaves ``clip`` to ``auto`` (or asks for ``ccdclip``) and scales no frame, the
+    frames' gain and read noise (resolved per frame by `resolve_params`, from a setting or a
+    header card, not a default, and common to the group) are filled in: ``clip="auto"`` then
+    runs ``ccdclip`` and the master's error is the model's. Darks are combined as rates: a dark
+    of ``t`` seconds has ``gain * t`` electrons per ADU/s and its read noise in electrons, so
+    the model is ``gain * t`` and ``read_noise`` (only when the darks share one ``t``). Flats
+    are scaled per frame and keep the ``pooled`` model fitted in their own units. Raw frames
+    only: a processed frame's units are not the detector's.
+
+    Examples
+    --------
+    >>> config = NightConfig(filelist=Path("night.csv"), output=Path("out"))
+    >>> master_combine("bias", [], config) == config.combine["bias"]
+    True
+    """
+    params = config.combine[kind]
+    if (not frames or params.gain is not None or params.read_noise is not None
+            or params.clip not in (ClipMethod.auto, ClipMethod.ccdclip) or params.scale is not None
+            or any(is_processed(f, config) for f in frames)):
+        return params
+    resolved = [_resolved(f, config) for f in frames]
+    if any(dict(r.sources)[name] == "default" for r in resolved for name in ("gain", "read_noise")):
+        return params
+    gains = {r.params.gain for r in resolved}
+    noises = {r.params.read_noise for r in resolved}
+    times = {r.params.exptime for r in resolved}
+    if len(gains) != 1 or len(noises) != 1 or (kind == "dark" and len(times) != 1):
+        return params
+    gain = gains.pop() * (times.pop() if kind == "dark" else 1.0)
+    return params.replace(gain=gain, read_noise=noises.pop())
 
 
 def _master_groups(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
@@ -157,7 +197,8 @@ def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
                 group[0].path, f"image area {first.image_area.shape} differs from master {need}'s "
                 f"{available[need].params.image_area.shape}")
     master = MasterPlan(name=name, kind=kind, filter=group[0].filter if kind == "flat" else "",
-                        frames=tuple(group), params=first, combine=config.combine[kind],
+                        frames=tuple(group), params=first,
+                        combine=master_combine(kind, group, config),
                         needs=needs)
     # gain, read noise and saturation do not enter a master: leave them out of its key
     layout = {k: v for k, v in first.to_dict().items()

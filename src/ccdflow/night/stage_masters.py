@@ -50,12 +50,16 @@ class MasterResult:
 def _combine(plan: MasterPlan, store: Store):
     stack = open_stack([f.path for f in plan.frames], hdu=[f.hdu for f in plan.frames])
     geometry = StackGeometry(params=plan.params, exptimes=plan.exptimes)
-    bias = da.from_zarr(store.root("r")["masters/bias/data"]) if "bias" in plan.needs else None
-    dark = da.from_zarr(store.root("r")["masters/dark/data"]) if "dark" in plan.needs else None
+    bias = bias_error = dark = None
+    if "bias" in plan.needs:
+        bias = da.from_zarr(store.root("r")["masters/bias/data"])
+        bias_error = da.from_zarr(store.root("r")["masters/bias/error"])
+    if "dark" in plan.needs:
+        dark = da.from_zarr(store.root("r")["masters/dark/data"])
     if plan.kind == "bias":
         return master_bias(stack, geometry, params=plan.combine)
     if plan.kind == "dark":
-        return master_dark(stack, geometry, bias=bias, params=plan.combine)
+        return master_dark(stack, geometry, bias=bias, bias_error=bias_error, params=plan.combine)
     return master_flat(stack, geometry, bias=bias, dark_rate=dark, params=plan.combine)
 
 
@@ -121,10 +125,15 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
         extra["FLATNORM"] = (norm, "clipped mean divided out")
         # the level the lights divide by, computed here once (about 1 after the division)
         attrs["norm"] = flat_norm(data)
+    if plan.kind == "dark" and "bias" in plan.needs:
+        # the rate carries -<1/t> times the master bias: lights calibrated with both need it
+        inv_exptime = StackGeometry(params=plan.params, exptimes=plan.exptimes).inv_exptime
+        extra["DKINVEXP"] = (inv_exptime, "[1/s] mean 1/t of the darks (bias share)")
+        attrs["inv_exptime"] = inv_exptime
     rejected = rejected_fraction(count, len(plan.frames))
     exptime = {"bias": 0.0, "dark": 1.0, "flat": None}[plan.kind]
     header = master_header(kind=plan.kind, inputs=[str(f.path) for f in plan.frames],
-                           params=plan.combine.to_dict(), n_frames=len(plan.frames),
+                           params=plan.combine, n_frames=len(plan.frames),
                            rejected_fraction=rejected, exptime=exptime, filter=plan.filter,
                            extra=extra)
     write_master(output, data=data, error=error, count=count, header=header)

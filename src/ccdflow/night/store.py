@@ -136,7 +136,8 @@ def _read_master(store: str, name: str, key: str) -> Master:
     attrs = group.attrs
     return Master(data=group["data"][...], error=group["error"][...],
                   exptime=attrs.get("exptime", 1.0), name=attrs.get("fits_name"),
-                  sha1=attrs.get("fits_sha1"), norm=attrs.get("norm"))
+                  sha1=attrs.get("fits_sha1"), norm=attrs.get("norm"),
+                  inv_exptime=attrs.get("inv_exptime"))
 
 
 def cube_rows(shape: tuple[int, int]) -> int:
