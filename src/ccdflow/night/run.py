@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import io
+import json
 import logging
 import sys
 import time
@@ -72,11 +73,14 @@ def abort_reason(err: BaseException) -> str:
     --------
     >>> abort_reason(OSError(28, "No space left on device", "lights/a.fits"))
     'disk full writing lights/a.fits: [Errno 28] No space left on device'
+    >>> abort_reason(KeyboardInterrupt())
+    'interrupted (Ctrl-C); a rerun resumes'
     """
     if isinstance(err, KeyboardInterrupt):
         return "interrupted (Ctrl-C); a rerun resumes"
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"disk full writing {err.filename}: [Errno {err.errno}] {err.strerror}"
+        where = f" writing {err.filename}" if err.filename else ""
+        return f"disk full{where}: [Errno {err.errno}] {err.strerror}"
     if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
         return f"output not writable: {err}"
     return f"{type(err).__name__}: {err}"
@@ -219,10 +223,16 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
 
 
 def _write_aborted(report: NightReport, config: NightConfig) -> None:
+    path = config.output / "report.json"
     try:
-        report.write(config.output / "report.json")
-    except OSError as err:  # e.g. the very disk that is full: the terminal still says why
-        logger.error("could not write %s: %s", config.output / "report.json", err)
+        report.write(path)
+    except OSError:
+        try:
+            # a full disk has no room for a second copy beside the first: rewrite it in place,
+            # which reuses its own blocks (a torn report is still better than one claiming ok)
+            path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+        except OSError as err:  # the terminal still says why
+            logger.error("could not write %s: %s", path, err)
 
 
 def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | None = None,
