@@ -129,7 +129,7 @@ def open_cluster(config: ClusterConfig, *, scheduler: str | Client | Cluster | N
         yield scheduler
         return
     if isinstance(scheduler, Cluster):
-        with Client(scheduler, set_as_default=False) as client:  # closes the client, not the cluster
+        with Client(scheduler) as client:  # closing it leaves the cluster running
             yield client
         return
     if scheduler in ("threads", "synchronous", "processes"):
