@@ -28,6 +28,7 @@ from ccdflow.errors import ConfigError
 from ccdflow.io.fits import Frame, open_frame
 from ccdflow.io.frame_settings import FrameSettings, resolve_params
 from ccdflow.io.products import calibrated_header, read_master, write_calibrated
+from ccdflow.io.write import guard_inputs
 
 __all__ = ["Calibrator"]
 
@@ -282,8 +283,15 @@ class Calibrator:
         -------
         pathlib.Path
             The output path.
+
+        Raises
+        ------
+        InputOverwriteError
+            If ``calibrated`` is the raw frame or a master in use, however spelled; nothing is read.
         """
         s = self._settings(overrides)
+        guard_inputs([calibrated], inputs=[raw, *(s[f"master_{k}"] for k in ("bias", "dark", "flat")
+                                                 if isinstance(s[f"master_{k}"], str | os.PathLike))])
         frame = open_frame(raw, hdu=s["raw_hdu"], exptime=s["exptime"])
         params, masters, dark_scale, norm = self._resolve(frame, s)
         # one frame is one task: run it here, never ship it (and the masters) to a scheduler

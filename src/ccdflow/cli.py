@@ -4,20 +4,58 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import IntEnum
 from pathlib import Path
 
 import click
 import yaml
 
 from ccdflow._version import __version__
-from ccdflow.errors import CcdflowError
+from ccdflow.errors import CcdflowError, NightAbortedError
 
-__all__ = ["main"]
+__all__ = ["ExitStatus", "main"]
+
+
+class ExitStatus(IntEnum):
+    """What a night's exit status says happened.
+
+    Examples
+    --------
+    >>> int(ExitStatus.frames_failed), ExitStatus(130).name
+    (1, 'interrupted')
+    """
+
+    ok = 0
+    """Every frame and product done (or reused from an earlier run)."""
+    frames_failed = 1
+    """Some frames or masters failed (named in the report); the rest is done."""
+    config_error = 2
+    """Configuration or input error found before any work (including an unreachable cluster,
+    or a product that would overwrite an input); nothing was computed."""
+    aborted = 3
+    """The environment stopped the run (disk full, unwritable output, lost cluster); the report
+    says why and a rerun resumes."""
+    interrupted = 130
+    """Ctrl-C; a rerun resumes."""
+
+    @property
+    def meaning(self) -> str:
+        """One line saying what the status means (``ccdflow run --help``, README)."""
+        return _MEANING[self]
+
+
+_MEANING = {
+    ExitStatus.ok: "all done",
+    ExitStatus.frames_failed: "some frames or masters failed, the rest done",
+    ExitStatus.config_error: "configuration or input error, found before any work",
+    ExitStatus.aborted: "aborted by the environment (disk full, unwritable output, lost cluster)",
+    ExitStatus.interrupted: "interrupted (Ctrl-C); a rerun resumes",
+}
 
 
 def _fail(err: CcdflowError) -> None:
     click.echo(f"error: {err}", err=True)
-    sys.exit(2)
+    sys.exit(ExitStatus.config_error)
 
 
 _QUIET = "ccdflow.quiet"
@@ -81,8 +119,14 @@ def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
         config = load_config(config_path)
         report = reduce_night(config, scheduler=scheduler, n_workers=workers,
                               echo=_silent if _quiet() else click.echo, progress=not _quiet())
+    except NightAbortedError as err:
+        click.echo(f"aborted: {err} (the report says so; a rerun resumes)", err=True)
+        sys.exit(ExitStatus.aborted)
     except CcdflowError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
+        sys.exit(ExitStatus.interrupted)
     if not _quiet():
         click.echo(report.summary())
         page = config.output / "report.html"
@@ -92,10 +136,13 @@ def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
         click.echo(f"{len(report.failures)} failure(s):", err=True)
         for path, reason in report.failures.items():
             click.echo(f"  {path}: {reason}", err=True)
-        sys.exit(1)
+        sys.exit(ExitStatus.frames_failed)
 
 
-@main.command()
+_EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {int(s):>3}  {s.meaning}" for s in ExitStatus)
+
+
+@main.command(epilog=_EXIT_HELP)
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--scheduler", help="tcp://host:port of a dask scheduler, or threads/synchronous.")
 @click.option("--workers", type=click.IntRange(min=1), help="LocalCluster workers.")

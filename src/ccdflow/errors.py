@@ -12,6 +12,10 @@ __all__ = [
     "IncompatibleFramesError",
     "MissingCalibrationError",
     "OutputExistsError",
+    "InputOverwriteError",
+    "OutputTreeError",
+    "NightAbortedError",
+    "WorkerMemoryError",
     "CcdflowWarning",
     "ExposureTimeWarning",
 ]
@@ -129,6 +133,76 @@ class OutputExistsError(CcdflowError, FileExistsError):
     >>> isinstance(OutputExistsError("calib1.fits exists"), FileExistsError)
     True
     """
+
+
+class InputOverwriteError(CcdflowError, FileExistsError):
+    """A product would be written onto an input of the run (a raw frame, a master in use, a list).
+
+    Parameters
+    ----------
+    output : str or Path
+        The product's path as asked.
+    input : str or Path
+        The input it is the same file as.
+
+    Examples
+    --------
+    >>> err = InputOverwriteError("out/lights/a.fits", "lights/a.fits")
+    >>> isinstance(err, FileExistsError), err.output
+    (True, 'out/lights/a.fits')
+    """
+
+    def __init__(self, output: str | Path, input: str | Path):
+        self.output, self.input = str(output), str(input)
+        super().__init__(f"refusing to write {self.output}: it is the input {self.input}; "
+                         "choose another output path")
+
+    def __reduce__(self):
+        return (type(self), (self.output, self.input))
+
+
+class OutputTreeError(CcdflowError, NotADirectoryError):
+    """An output sub-folder leads outside the output folder (a planted link) or is not a folder.
+
+    Examples
+    --------
+    >>> print(OutputTreeError("reduced/lights", "/data/raw"))
+    refusing to write into reduced/lights: it leads outside the output folder, to /data/raw
+    """
+
+    def __init__(self, folder: str | Path, target: str | Path, *,
+                 why: str = "it leads outside the output folder, to"):
+        self.folder, self.target, self.why = str(folder), str(target), why
+        super().__init__(f"refusing to write into {self.folder}: {why} {self.target}")
+
+    def __reduce__(self):
+        return (_rebuild_tree_error, (self.folder, self.target, self.why))
+
+
+class NightAbortedError(CcdflowError, RuntimeError):
+    """The environment stopped a night (disk full, unwritable output, lost cluster); raised from the cause.
+
+    The night's ``report.json`` says ``aborted`` with the same reason; a rerun resumes.
+
+    Examples
+    --------
+    >>> print(NightAbortedError("disk full writing lights/a.fits: [Errno 28] No space left on device"))
+    disk full writing lights/a.fits: [Errno 28] No space left on device
+    """
+
+
+class WorkerMemoryError(CcdflowError, MemoryError):
+    """A task needs more memory than a worker of the cluster may use.
+
+    Examples
+    --------
+    >>> isinstance(WorkerMemoryError("a.fits: needs 270 MiB, workers allow 120 MiB"), MemoryError)
+    True
+    """
+
+
+def _rebuild_tree_error(folder: str, target: str, why: str) -> OutputTreeError:
+    return OutputTreeError(folder, target, why=why)
 
 
 def _rebuild_frame_error(cls: type[FrameError], path: str, message: str, hdu) -> FrameError:

@@ -16,7 +16,8 @@ from ccdflow._version import __version__
 from ccdflow.array.combination import CombineParams
 from ccdflow.errors import CcdflowError, ConfigError, MissingCalibrationError
 from ccdflow.io import export
-from ccdflow.io.write import write_fits
+from ccdflow.io.filelist import read_filelist
+from ccdflow.io.write import guard_inputs, write_fits
 from ccdflow.night.config import CalibrationConfig, ClusterConfig, CombineByKind, MinFrames, NightConfig
 from ccdflow.night.plan import FramePlan
 from ccdflow.night.report import FrameStatus, NightReport
@@ -164,7 +165,11 @@ class ImageReduction:
         return self.image_hdu.data
 
     def save_fits(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-        """Write the reduced image (primary) and its ``ERROR`` extension, atomically."""
+        """Write the reduced image (primary) and its ``ERROR`` extension, atomically.
+
+        Raises `InputOverwriteError` (before reducing) if ``path`` is the file list or one of its frames.
+        """
+        guard_inputs([path], inputs=[self.filelist, *(f.path for f in read_filelist(self.filelist))])
         image = self._image()
         hdus = fits.HDUList([fits.PrimaryHDU(image, header=self.image_hdu.header),
                              fits.ImageHDU(self.error, name="ERROR")])

@@ -1,23 +1,157 @@
-"""Atomic writes: a temporary file in the target's folder, then `os.replace`."""
+"""Safe writes: products never land on an input, and appear atomically (temporary file, `os.replace`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from astropy.io import fits
 
-from ccdflow.errors import OutputExistsError
+from ccdflow.errors import CcdflowError, InputOverwriteError, OutputExistsError, OutputTreeError
 
-__all__ = ["atomic_path", "write_fits"]
+__all__ = ["atomic_path", "check_output_tree", "guard_inputs", "remove_stale_temporaries",
+           "write_fits"]
+
+#: Temporary files are ``.ccdflow-<name>-<random>.part``: a rerun deletes these and nothing else.
+TEMP_PREFIX = ".ccdflow-"
+TEMP_SUFFIX = ".part"
+
+
+def _identities(path: Path) -> list[tuple]:
+    """What makes two spellings the same file: device and inode where it exists, and the real path."""
+    keys: list[tuple] = [("path", os.path.realpath(path))]
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        keys.append(("inode", st.st_dev, st.st_ino))
+    return keys
+
+
+def guard_inputs(outputs: Iterable[str | os.PathLike], *,
+                 inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse any output that is one of the inputs, however either path is spelled.
+
+    Two paths are the same file when they share ``st_dev`` and ``st_ino`` (hard links, symbolic
+    links, ``..`` and relative spellings all agree); a path that does not exist yet is compared by
+    its resolved form.
+
+    Parameters
+    ----------
+    outputs : iterable of path-like
+        Every product a call or a night will write.
+    inputs : iterable of path-like
+        Every file it reads (raw frames, masters in use, file lists).
+
+    Raises
+    ------
+    InputOverwriteError
+        Naming the output and the input it would replace.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "raw.fits").write_bytes(b"")
+    >>> guard_inputs([folder / "calibrated.fits"], inputs=[folder / "raw.fits"])
+    >>> try:
+    ...     guard_inputs([folder / "sub" / ".." / "raw.fits"], inputs=[folder / "raw.fits"])
+    ... except InputOverwriteError as err:
+    ...     print(isinstance(err, FileExistsError))
+    True
+    """
+    known: dict[tuple, Path] = {}
+    for path in inputs:
+        for key in _identities(Path(path)):
+            known.setdefault(key, Path(path))
+    for path in outputs:
+        for key in _identities(Path(path)):
+            if key in known:
+                raise InputOverwriteError(path, known[key])
+
+
+def check_output_tree(output: str | os.PathLike, folders: Iterable[str]) -> None:
+    """Refuse output sub-folders that are links leading out of the output folder.
+
+    A symbolic link planted as ``<output>/lights`` would otherwise send products elsewhere, over
+    files that nothing here created.
+
+    Parameters
+    ----------
+    output : path-like
+        The output folder.
+    folders : iterable of str
+        Its sub-folders that receive products (``masters``, ``lights``, ...).
+
+    Raises
+    ------
+    OutputTreeError
+        Naming the folder and where it leads.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> output = pathlib.Path(tempfile.mkdtemp())
+    >>> (output / "lights").symlink_to(tempfile.mkdtemp())
+    >>> try:
+    ...     check_output_tree(output, ["masters", "lights"])
+    ... except OutputTreeError as err:
+    ...     print("lights" in str(err))
+    True
+    """
+    root = Path(os.path.realpath(output))
+    for name in folders:
+        folder = Path(output) / name
+        if not folder.is_symlink() and not folder.exists():
+            continue
+        real = Path(os.path.realpath(folder))
+        if real != root / name and root not in real.parents:
+            raise OutputTreeError(folder, real)
+        if real.exists() and not real.is_dir():
+            raise OutputTreeError(folder, real, why="is not a folder")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed run left in ``folder``; return them.
+
+    Only names ccdflow gives its own temporaries (``.ccdflow-*.part``) are touched.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in (".ccdflow-a.fits-1f2e.part", ".mine.part"):
+    ...     _ = (folder / name).write_bytes(b"")
+    >>> [p.name for p in remove_stale_temporaries(folder)], sorted(p.name for p in folder.iterdir())
+    (['.ccdflow-a.fits-1f2e.part'], ['.mine.part'])
+    """
+    removed = []
+    for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _new_temporary(path: Path) -> Path:
+    """Create an empty temporary beside ``path`` with the mode the user's umask gives."""
+    while True:
+        tmp = path.parent / f"{TEMP_PREFIX}{path.name}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            # 0o666 filtered by the umask, like any file the user writes (mkstemp forces 0600)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    The temporary is named ``.ccdflow-<name>-<random>.part`` and created with the permissions the
+    user's umask gives, which the product keeps.
 
     Parameters
     ----------
@@ -30,17 +164,29 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
+    >>> with atomic_path(path) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> path.read_text(), sorted(p.name for p in path.parent.iterdir())
+    ('done', ['note.txt'])
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists and overwrite is off")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp)
+    tmp = _new_temporary(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno is None or isinstance(err, CcdflowError):
+            raise
+        # name the product, not its temporary: "No space left on device: 'lights/a.fits'"
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -51,6 +197,13 @@ def write_fits(path: str | os.PathLike, hdul: fits.HDUList, *, overwrite: bool =
 
     ``checksum`` adds FITS ``CHECKSUM``/``DATASUM`` cards; it costs about as much as the write
     itself, so it is used for masters (written once, read by every light) and not per light.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "zeros.fits"
+    >>> write_fits(path, fits.HDUList([fits.PrimaryHDU(np.zeros((2, 2)))])).name
+    'zeros.fits'
     """
     with atomic_path(path, overwrite=overwrite) as tmp:
         hdul.writeto(tmp, overwrite=True, checksum=checksum)

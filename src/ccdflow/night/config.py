@@ -290,9 +290,16 @@ class ClusterConfig:
     n_workers: int | None = None
     threads_per_worker: int = 1
     memory_limit: str | int | None = None
+    dashboard_address: str = "127.0.0.1:0"
+    connect_timeout: float = 20.0
 
     def __post_init__(self):
         check_scheduler(self.scheduler, key="cluster.scheduler")
+        if not isinstance(self.dashboard_address, str) or not self.dashboard_address.strip():
+            raise ConfigError("cluster.dashboard_address",
+                              f"expected host:port such as '127.0.0.1:8787', got {self.dashboard_address!r}")
+        object.__setattr__(self, "connect_timeout", parse_number(
+            self.connect_timeout, key="cluster.connect_timeout", strict=True))
         parse_int(self.n_workers, key="cluster.n_workers", minimum=1, allow_none=True)
         parse_int(self.threads_per_worker, key="cluster.threads_per_worker", minimum=1)
         _check_memory(self.memory_limit, key="cluster.memory_limit")
@@ -309,6 +316,8 @@ class ClusterConfig:
             threads_per_worker=parse_int(data.get("threads_per_worker", 1),
                                          key=f"{key}.threads_per_worker", minimum=1),
             memory_limit=data.get("memory_limit"),
+            dashboard_address=data.get("dashboard_address", "127.0.0.1:0"),
+            connect_timeout=data.get("connect_timeout", 20.0),
         )
 
 
@@ -445,7 +454,9 @@ class NightConfig:
             "quality": self.quality.to_dict(),
             "cluster": {"scheduler": self.cluster.scheduler, "n_workers": self.cluster.n_workers,
                         "threads_per_worker": self.cluster.threads_per_worker,
-                        "memory_limit": self.cluster.memory_limit},
+                        "memory_limit": self.cluster.memory_limit,
+                        "dashboard_address": self.cluster.dashboard_address,
+                        "connect_timeout": self.cluster.connect_timeout},
         }
 
 

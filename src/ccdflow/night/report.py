@@ -48,6 +48,7 @@ class NightReport:
     frames: dict[str, dict] = field(default_factory=dict)
     stacks: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    aborted: str | None = None  # why the run stopped before its end; None once it has finished
 
     @property
     def failures(self) -> dict[str, str]:
@@ -62,8 +63,8 @@ class NightReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed."""
-        return not self.failures
+        """True when the run finished and nothing failed."""
+        return self.aborted is None and not self.failures
 
     def count(self, status: FrameStatus | str) -> int:
         """Frames with the given status (done, skipped, failed)."""
@@ -91,6 +92,8 @@ class NightReport:
                          f"{f.get('error') or ''}")
         for name, s in self.stacks.items():
             lines.append(f"{'stack ' + name:<34} {s['status']:<8} {s['seconds']:>8.2f}")
+        if self.aborted:
+            lines.append(f"aborted: {self.aborted}")
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
         lines.append(f"frames: {self.count('done')} done, {self.count('skipped')} already done, "
                      f"{self.count('failed')} failed; {stages}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import io
+import json
 import logging
 import sys
 import time
@@ -12,24 +14,32 @@ from dataclasses import asdict
 import click
 import dask
 from distributed import Client, as_completed
+from distributed.deploy import Cluster
 
 from ccdflow._version import __version__
+from ccdflow.errors import CcdflowError, NightAbortedError, WorkerMemoryError
 from ccdflow.io.filelist import read_filelist, scan_directory
 from ccdflow.io.report_page import write_report_page_or_warn
+from ccdflow.io.write import check_output_tree, guard_inputs, remove_stale_temporaries
 from ccdflow.night.cluster import open_cluster
 from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import describe_frames
+from ccdflow.night.memory import light_bytes, stack_budget, worker_budget
 from ccdflow.night.plan import Plan, make_plan
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.stage_bpm import BpmPlan, build_bpm
 from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_job
 from ccdflow.night.stage_masters import build_master
-from ccdflow.night.stage_stacks import stack_lights
+from ccdflow.night.stage_stacks import stack_lights, stack_name
 from ccdflow.night.store import Store, cube_rows
 
-__all__ = ["NightReport", "plan_night", "reduce_night"]
+__all__ = ["NightReport", "abort_reason", "plan_night", "reduce_night"]
 
 logger = logging.getLogger(__name__)
+
+PRODUCT_FOLDERS = ("masters", "lights", "arcs", "stacks", "work.zarr")
+#: Errors of the machine rather than of a frame: they stop the night instead of failing one light.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 def plan_night(config: NightConfig) -> Plan:
@@ -44,16 +54,72 @@ def plan_night(config: NightConfig) -> Plan:
     return make_plan(describe_frames(listed), config)
 
 
+def _guard(plan: Plan, config: NightConfig) -> None:
+    """Refuse, before any work, a night whose products would land on its inputs or outside its tree."""
+    check_output_tree(config.output, PRODUCT_FOLDERS)
+    inputs = [*(f.path for m in plan.masters for f in m.frames), *(fp.frame.path for fp in plan.frames),
+              *plan.failures, *(p for p in (config.filelist, config.source) if p is not None),
+              *(b.user_mask for b in plan.bpms.values() if b.user_mask is not None)]
+    outputs = [*(config.output / "masters" / f"{m.name}.fits" for m in plan.masters),
+               *(config.output / "masters" / f"{name}.fits" for name in plan.bpms),
+               *(fp.output for fp in plan.frames),
+               *(config.output / "stacks" / f"{stack_name(fp)}.fits" for fp in plan.frames
+                 if config.stack_lights and fp.frame.type == "light"),
+               *(config.output / name for name in ("report.json", "report.html"))]
+    guard_inputs(outputs, inputs=inputs)
+
+
+def abort_reason(err: BaseException) -> str:
+    """One line saying why a night stopped, for the terminal and ``report.json``.
+
+    Examples
+    --------
+    >>> abort_reason(OSError(28, "No space left on device", "lights/a.fits"))
+    'disk full writing lights/a.fits: [Errno 28] No space left on device'
+    >>> abort_reason(KeyboardInterrupt())
+    'interrupted (Ctrl-C); a rerun resumes'
+    """
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted (Ctrl-C); a rerun resumes"
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {err.filename}" if err.filename else ""
+        return f"disk full{where}: [Errno {err.errno}] {err.strerror}"
+    if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
+        return f"output not writable: {err}"
+    return f"{type(err).__name__}: {err}"
+
+
+def _is_environment(err: BaseException) -> bool:
+    return (isinstance(err, OSError) and not isinstance(err, CcdflowError)
+            and err.errno in ENVIRONMENT_ERRNOS)
+
+
 def _progress(iterable, total: int, label: str, show: bool):
     return click.progressbar(iterable, length=total, label=label, show_pos=True,
                              file=sys.stderr if show else io.StringIO())
+
+
+def _failed(job: FrameJob, err: BaseException) -> FrameResult:
+    return FrameResult(str(job.plan.frame.path), str(job.plan.output), FrameStatus.failed,
+                       error=f"{type(err).__name__}: {err}")
+
+
+def _isolated(job: FrameJob) -> FrameResult:
+    """One light on a local scheduler: whatever it raises fails that light only (not the machine)."""
+    try:
+        return calibrate_frame_job(job)
+    except Exception as err:
+        if _is_environment(err):
+            raise
+        logger.error("%s: %s: %s", job.plan.frame.path, type(err).__name__, err)
+        return _failed(job, err)
 
 
 def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[FrameResult]:
     if not jobs:
         return []
     if client is None:
-        tasks = [dask.delayed(calibrate_frame_job, pure=False)(job) for job in jobs]
+        tasks = [dask.delayed(_isolated, pure=False)(job) for job in jobs]
         results = []
         with _progress(range(len(tasks)), len(tasks), "lights", show) as bar:
             for start in range(0, len(tasks), 8):  # batches, so the bar moves
@@ -62,15 +128,23 @@ def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[F
         return results
     keys = [f"calibrate-{job.plan.output.stem}-{job.plan.key[:10]}" for job in jobs]
     futures = client.map(calibrate_frame_job, jobs, key=keys, pure=False)
+    by_key = {future.key: job for future, job in zip(futures, jobs, strict=True)}
     results = []
     with _progress(as_completed(futures), len(futures), "lights", show) as bar:
         for future in bar:
-            results.append(future.result())
+            try:
+                results.append(future.result())
+            except Exception as err:  # KilledWorker or anything the task raised: this light only
+                if _is_environment(err):
+                    client.cancel(futures)
+                    raise
+                logger.error("%s: %s: %s", by_key[future.key].plan.frame.path, type(err).__name__, err)
+                results.append(_failed(by_key[future.key], err))
     return results
 
 
 def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: dict[str, str],
-                report: NightReport) -> list[FrameJob]:
+                report: NightReport, budget: int | None) -> list[FrameJob]:
     for cube, frames in plan.cubes().items():
         shape = frames[0].params.image_area.shape
         store.ensure_cube(cube, frames=[f.output.stem for f in frames], shape=shape,
@@ -78,21 +152,50 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
     jobs = []
     for fp in plan.frames:
         missing = [n for n in (fp.bias, fp.dark, fp.flat, fp.bpm) if n in failed_masters]
-        if missing:
-            report.frames[str(fp.frame.path)] = asdict(FrameResult(
-                str(fp.frame.path), str(fp.output), FrameStatus.failed,
-                error=f"MissingCalibrationError: master {missing[0]} could not be built "
-                      f"({failed_masters[missing[0]]})"))
-            continue
         record = store.record(fp.cube, fp.output.stem)
-        if record and record.get("key") == fp.key and fp.output.exists():
+        if missing:
+            error = (f"MissingCalibrationError: master {missing[0]} could not be built "
+                     f"({failed_masters[missing[0]]})")
+        elif record and record.get("key") == fp.key and fp.output.exists():
             report.frames[str(fp.frame.path)] = asdict(FrameResult(
                 str(fp.frame.path), str(fp.output), FrameStatus.skipped, 0.0, None, record.get("stats")))
             continue
-        store.forget_record(fp.cube, fp.output.stem)
-        quality = config.quality.lights if fp.frame.type == "light" else None
-        jobs.append(FrameJob(fp, store, config.calibration.mask, quality))
+        elif budget is not None and light_bytes(fp) > budget:
+            error = (f"{WorkerMemoryError.__name__}: {fp.frame.path}: calibrating it needs about "
+                     f"{light_bytes(fp) / 2**20:.0f} MiB; a worker may use {budget / 2**20:.0f} MiB "
+                     "per task (raise cluster.memory_limit or use fewer threads per worker)")
+        else:
+            store.forget_record(fp.cube, fp.output.stem)
+            quality = config.quality.lights if fp.frame.type == "light" else None
+            jobs.append(FrameJob(fp, store, config.calibration.mask, quality))
+            continue
+        report.frames[str(fp.frame.path)] = asdict(FrameResult(
+            str(fp.frame.path), str(fp.output), FrameStatus.failed, error=error))
     return jobs
+
+
+def _masters(plan: Plan, store: Store, config: NightConfig, report: NightReport, *,
+             client: Client | None, budget: int | None, echo, progress: bool) -> dict[str, str]:
+    failed: dict[str, str] = {}
+    for master in plan.masters:
+        band = stack_budget(master.params.image_area.shape, budget)
+        if any(need in failed for need in master.needs):
+            failed[master.name] = f"needs master {next(n for n in master.needs if n in failed)}"
+        elif band == 0:
+            failed[master.name] = (f"{WorkerMemoryError.__name__}: master {master.name} needs more "
+                                   f"than the {budget / 2**20:.0f} MiB a worker may use per task")
+        if master.name in failed:
+            report.masters[master.name] = {"name": master.name, "status": ProductStatus.failed,
+                                           "error": failed[master.name], "seconds": 0.0}
+            continue
+        echo(f"master {master.name}: {len(master.frames)} frames")
+        result = build_master(master, store, config, client=client, show=progress, budget=band)
+        report.masters[master.name] = result.to_dict()
+        if result.status == ProductStatus.failed:
+            failed[master.name] = result.error
+    for bpm in plan.bpms.values():
+        _bad_pixel_mask(bpm, plan, store, config, failed, report)
+    return failed
 
 
 def _bad_pixel_mask(bpm: BpmPlan, plan: Plan, store: Store, config: NightConfig,
@@ -114,26 +217,65 @@ def _bad_pixel_mask(bpm: BpmPlan, plan: Plan, store: Store, config: NightConfig,
         failed[bpm.name] = result["error"]
 
 
-def _remove_stale_temporaries(config: NightConfig) -> None:
-    """Delete the temporary files a killed run left behind (finished files are never touched)."""
-    for folder in ("masters", "lights", "arcs", "stacks"):
-        for path in (config.output / folder).glob(".*.part"):
-            path.unlink(missing_ok=True)
+def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client | None, *,
+          echo, progress: bool) -> None:
+    """Everything that writes: output folder, masters, lights, stacks; the report after each stage."""
+    config.output.mkdir(parents=True, exist_ok=True)
+    for folder in PRODUCT_FOLDERS[:4]:
+        remove_stale_temporaries(config.output / folder)
+    remove_stale_temporaries(config.output)
+    report.write(config.output / "report.json")  # at once: an earlier report never outlives a rerun
+    store = Store(config.output / "work.zarr")
+    store.root()
+    budget = worker_budget(client)
+    t = time.perf_counter()
+    failed = _masters(plan, store, config, report, client=client, budget=budget, echo=echo,
+                      progress=progress)
+    report.seconds["masters"] = time.perf_counter() - t
+    report.write(config.output / "report.json")
+    t = time.perf_counter()
+    jobs = _frame_jobs(plan, store, config, failed, report, budget)
+    for result in _run_jobs(jobs, client, progress):
+        report.frames[result.path] = asdict(result)
+    report.seconds["lights"] = time.perf_counter() - t
+    report.write(config.output / "report.json")
+    if config.stack_lights:
+        t = time.perf_counter()
+        shape = plan.frames[0].params.image_area.shape if plan.frames else (1, 1)
+        report.stacks.update(stack_lights(plan, store, config, report,
+                                          budget=stack_budget(shape, budget) or 1))
+        report.seconds["stacks"] = time.perf_counter() - t
 
 
-def reduce_night(config: NightConfig, *, scheduler: str | None = None,
+def _write_aborted(report: NightReport, config: NightConfig) -> None:
+    path = config.output / "report.json"
+    try:
+        report.write(path)
+    except OSError:
+        try:
+            # a full disk has no room for a second copy beside the first: rewrite it in place
+            # with only what must be known, which fits in the blocks the old report used
+            path.write_text(json.dumps({"ok": False, "aborted": report.aborted,
+                                        "output": report.output, "started": report.started}))
+        except OSError as err:  # the terminal still says why
+            logger.error("could not write %s: %s", path, err)
+
+
+def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | None = None,
                  n_workers: int | None = None, echo=print, progress: bool = True) -> NightReport:
     """Reduce a whole night: masters, calibrated lights (and arcs), optional stacks, report.
 
-    Finished work whose inputs and parameters are unchanged is reused; a bad frame is reported
-    and the rest of the night completes.
+    Finished work whose inputs and parameters are unchanged is reused; a light that fails, for any
+    reason (including a killed worker), is reported with its reason and the rest completes.
+    ``report.json`` is written as the night goes, saying ``aborted`` until the night has ended.
 
     Parameters
     ----------
     config : NightConfig
         The night (see `ccdflow.night.load_config`).
-    scheduler : str, optional
-        Overrides ``config.cluster.scheduler`` (``tcp://host:port``, ``threads``, ...).
+    scheduler : str, distributed.Client or Cluster, optional
+        Overrides ``config.cluster.scheduler`` (``tcp://host:port``, ``threads``, ...); a client or
+        cluster object is used as is and left open.
     n_workers : int, optional
         Overrides ``config.cluster.n_workers``.
     echo : callable
@@ -149,7 +291,14 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
     Raises
     ------
     ConfigError
-        If the inputs cannot be listed or the cluster cannot be reached.
+        If the inputs cannot be listed or the cluster cannot be reached (nothing is written).
+    InputOverwriteError, OutputTreeError
+        If a product would replace an input or leave the output folder (nothing is written).
+    NightAbortedError
+        If the environment stopped the night (disk full, unwritable output, ...); ``report.json``
+        says why.
+    KeyboardInterrupt
+        On Ctrl-C, after ``report.json`` says the night was interrupted.
 
     Examples
     --------
@@ -168,45 +317,28 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
     """
     t0 = time.perf_counter()
     report = NightReport(output=str(config.output), config=config.to_dict(), version=__version__,
-                         started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+                         started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                         aborted="the run did not finish")
     plan = plan_night(config)
+    _guard(plan, config)
     report.warnings.extend(plan.warnings)
     for message in plan.warnings:
         echo(f"warning: {message}")
     for path, reason in plan.failures.items():
         report.frames[path] = asdict(FrameResult(path, "", FrameStatus.failed, 0.0, reason))
-    config.output.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(config)
-    store = Store(config.output / "work.zarr")
-    store.root()
     report.seconds["plan"] = time.perf_counter() - t0
     with open_cluster(config.cluster, scheduler=scheduler, n_workers=n_workers,
                       echo=echo) as client:
-        t = time.perf_counter()
-        failed: dict[str, str] = {}
-        for master in plan.masters:
-            if any(need in failed for need in master.needs):
-                failed[master.name] = f"needs master {next(n for n in master.needs if n in failed)}"
-                report.masters[master.name] = {"name": master.name, "status": ProductStatus.failed,
-                                               "error": failed[master.name], "seconds": 0.0}
-                continue
-            echo(f"master {master.name}: {len(master.frames)} frames")
-            result = build_master(master, store, config, client=client, show=progress)
-            report.masters[master.name] = result.to_dict()
-            if result.status == ProductStatus.failed:
-                failed[master.name] = result.error
-        for bpm in plan.bpms.values():
-            _bad_pixel_mask(bpm, plan, store, config, failed, report)
-        report.seconds["masters"] = time.perf_counter() - t
-        t = time.perf_counter()
-        jobs = _frame_jobs(plan, store, config, failed, report)
-        for result in _run_jobs(jobs, client, progress):
-            report.frames[result.path] = asdict(result)
-        report.seconds["lights"] = time.perf_counter() - t
-        if config.stack_lights:
-            t = time.perf_counter()
-            report.stacks.update(stack_lights(plan, store, config, report))
-            report.seconds["stacks"] = time.perf_counter() - t
+        try:
+            _work(plan, config, report, client, echo=echo, progress=progress)
+        except (Exception, KeyboardInterrupt) as err:
+            report.aborted = abort_reason(err)
+            report.seconds["total"] = time.perf_counter() - t0
+            _write_aborted(report, config)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            raise NightAbortedError(report.aborted) from err
+    report.aborted = None
     report.seconds["total"] = time.perf_counter() - t0
     report.write(config.output / "report.json")
     write_report_page_or_warn(config.output)

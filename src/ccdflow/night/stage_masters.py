@@ -14,6 +14,7 @@ from dask.diagnostics import ProgressBar
 from distributed import Client, progress
 
 from ccdflow.array.calibration import flat_norm
+from ccdflow.array.chunks import CHUNK_BUDGET
 from ccdflow.array.combination import rejected_fraction
 from ccdflow.array.masters import StackGeometry, master_bias, master_dark, master_flat, normalise_flat
 from ccdflow.errors import CcdflowError, FrameError
@@ -47,8 +48,8 @@ class MasterResult:
         return dict(self.__dict__)
 
 
-def _combine(plan: MasterPlan, store: Store):
-    stack = open_stack([f.path for f in plan.frames], hdu=[f.hdu for f in plan.frames])
+def _combine(plan: MasterPlan, store: Store, budget: int):
+    stack = open_stack([f.path for f in plan.frames], hdu=[f.hdu for f in plan.frames], budget=budget)
     geometry = StackGeometry(params=plan.params, exptimes=plan.exptimes)
     bias = bias_error = dark = None
     if "bias" in plan.needs:
@@ -76,7 +77,8 @@ def _compute(result, client: Client | None, show: bool):
 
 
 def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
-                 client: Client | None = None, show: bool = False) -> MasterResult:
+                 client: Client | None = None, show: bool = False,
+                 budget: int = CHUNK_BUDGET) -> MasterResult:
     """Build (or reuse) one master; unreadable input frames are dropped and reported.
 
     Parameters
@@ -91,6 +93,8 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
         The cluster's client; the local dask scheduler otherwise.
     show : bool
         Show a progress bar.
+    budget : int
+        Bytes of one stack chunk (row bands are sized to it; see `ccdflow.night.memory`).
 
     Returns
     -------
@@ -104,7 +108,7 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
     dropped: dict[str, str] = {}
     while True:
         try:
-            result = _combine(plan, store)
+            result = _combine(plan, store, budget)
             data, error, count = _compute(result, client, show)
             break
         except FrameError as err:

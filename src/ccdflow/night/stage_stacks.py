@@ -12,7 +12,7 @@ import numpy as np
 from astropy.io import fits
 
 from ccdflow._version import __version__
-from ccdflow.array.chunks import rows_for_budget
+from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.array.combination import Combined, CombineParams, combine
 from ccdflow.io.products import write_master
 from ccdflow.night.config import NightConfig
@@ -20,7 +20,20 @@ from ccdflow.night.plan import FramePlan, Plan, stable_hash
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.store import Store
 
-__all__ = ["combine_calibrated", "stack_lights"]
+__all__ = ["combine_calibrated", "stack_lights", "stack_name"]
+
+
+def stack_name(frame: FramePlan) -> str:
+    """The stack a light goes into, ``<filter>_<object>`` in file-name-safe characters.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> stack_name(NS(frame=NS(filter="V", object="M 31")))
+    'V_M-31'
+    """
+    name = f"{frame.frame.filter or 'none'}_{frame.frame.object or 'field'}"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
 
 
 def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
@@ -29,8 +42,7 @@ def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
         if fp.frame.type != "light":
             continue
         if report.frames.get(str(fp.frame.path), {}).get("status") in (FrameStatus.done, FrameStatus.skipped):
-            name = f"{fp.frame.filter or 'none'}_{fp.frame.object or 'field'}"
-            groups[re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)].append(fp)
+            groups[stack_name(fp)].append(fp)
     return groups
 
 
@@ -49,7 +61,8 @@ def _header(frames: list[FramePlan], params: dict) -> fits.Header:
     return header
 
 
-def combine_calibrated(frames: list[FramePlan], store: Store, params: CombineParams) -> Combined:
+def combine_calibrated(frames: list[FramePlan], store: Store, params: CombineParams, *,
+                       budget: int = CHUNK_BUDGET) -> Combined:
     """Lazily combine calibrated frames from the night's cubes: the one way lights are stacked.
 
     Both the night's stacks and `ImageReduction` use it. The frames' slices are read from their
@@ -65,6 +78,8 @@ def combine_calibrated(frames: list[FramePlan], store: Store, params: CombinePar
         The night's zarr store.
     params : CombineParams
         How to combine.
+    budget : int
+        Bytes of one row band of the stack.
 
     Returns
     -------
@@ -79,12 +94,12 @@ def combine_calibrated(frames: list[FramePlan], store: Store, params: CombinePar
             cubes[fp.cube] = da.where(da.from_zarr(arrays["mask"]) != 0, np.float32(np.nan),
                                       da.from_zarr(arrays["image"]))
     stack = da.concatenate([cubes[fp.cube][fp.index][None] for fp in frames])
-    rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1])
+    rows = rows_for_budget(stack.shape[0], stack.shape[2], stack.shape[1], budget=budget)
     return combine(stack.rechunk({0: -1, 1: rows, 2: -1}), params=params)
 
 
-def stack_lights(plan: Plan, store: Store, config: NightConfig,
-                 report: NightReport) -> dict[str, dict]:
+def stack_lights(plan: Plan, store: Store, config: NightConfig, report: NightReport, *,
+                 budget: int = CHUNK_BUDGET) -> dict[str, dict]:
     """Combine the calibrated lights of each filter and object into ``stacks/<filter>_<object>``.
 
     Reads the cube slices of the frames, combines them with ``config.combine["light"]`` in row
@@ -106,7 +121,7 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig,
             out[name] = {"status": ProductStatus.reused, "output": str(path), "seconds": 0.0,
                          "inputs": [str(fp.frame.path) for fp in frames]}
             continue
-        result = combine_calibrated(frames, store, params)
+        result = combine_calibrated(frames, store, params, budget=budget)
         data, error, count = dask.compute(result.data, result.error, result.count)
         write_master(path, data=data, error=error, count=count,
                      header=_header(frames, params.to_dict()))

@@ -1,0 +1,106 @@
+"""Fitting the work to the workers' memory: stack bands for masters, a check for each light.
+
+A dask worker is restarted when its process passes the ``terminate`` fraction of its memory limit
+and stops running tasks at ``pause``; the work of one task must therefore fit below ``pause`` minus
+what the worker process already holds, shared by its threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask
+from distributed import Client
+
+from ccdflow.array.chunks import CHUNK_BUDGET
+from ccdflow.night.plan import FramePlan
+
+__all__ = ["light_bytes", "stack_budget", "worker_budget"]
+
+#: Bytes per image pixel of one light's task besides its masters (raw float32, image, error,
+#: mask and float64 intermediates); measured with tracemalloc: 61 B/pixel with three masters.
+LIGHT_BYTES_PER_PIXEL = 40
+#: Bytes per image pixel of each master a light reads (data and error, float32).
+MASTER_BYTES_PER_PIXEL = 8
+#: Bytes per stacked value of a combine chunk (float32 input, float64 work copies, sorting).
+COMBINE_BYTES_PER_VALUE = 6
+#: Bytes per pixel of a finished master gathered on one worker (data, error, count and the
+#: chunks they are joined from).
+MASTER_RESULT_BYTES_PER_PIXEL = 20
+
+
+def worker_budget(client: Client | None) -> int | None:
+    """Bytes one task may use on the most constrained worker; None if no worker has a limit.
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+        The night's client; None (a local scheduler) means no limit.
+
+    Returns
+    -------
+    int or None
+        ``pause * memory_limit - process memory now``, divided by the worker's threads, at least 0.
+
+    Examples
+    --------
+    >>> worker_budget(None) is None
+    True
+    """
+    if client is None:
+        return None
+    fraction = (dask.config.get("distributed.worker.memory.pause", 0.8)
+                or dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0)
+    budgets = []
+    for worker in client.scheduler_info(n_workers=-1)["workers"].values():
+        limit = worker.get("memory_limit") or 0
+        if limit:
+            used = worker.get("metrics", {}).get("memory", 0)
+            budgets.append((fraction * limit - used) / max(1, worker.get("nthreads", 1)))
+    return int(max(0.0, min(budgets))) if budgets else None
+
+
+def light_bytes(frame: FramePlan) -> int:
+    """Estimated peak memory of calibrating one light or arc, bytes.
+
+    Examples
+    --------
+    >>> from ccdflow.night.plan import FramePlan
+    >>> LIGHT_BYTES_PER_PIXEL * 2048 * 2048 // 2**20  # MiB for a 2048^2 frame without masters
+    160
+    """
+    pixels = math.prod(frame.params.image_area.shape)
+    raw = math.prod(frame.frame.shape)
+    masters = sum(1 for name in (frame.bias, frame.dark, frame.flat) if name)
+    return int(4 * raw + pixels * (LIGHT_BYTES_PER_PIXEL + MASTER_BYTES_PER_PIXEL * masters))
+
+
+def stack_budget(shape: tuple[int, int], budget: int | None) -> int:
+    """The bytes of one stack chunk (as `open_stack` counts them) that fit a worker's ``budget``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The combined product's shape (a master or a stack).
+    budget : int or None
+        What one task may use (`worker_budget`); None for no limit.
+
+    Returns
+    -------
+    int
+        The default chunk budget when there is no limit; 0 when not even the finished product
+        fits, so the caller can say so instead of letting the worker die.
+
+    Examples
+    --------
+    >>> stack_budget((2048, 2048), None) // 2**20, stack_budget((2048, 2048), 2**30) // 2**20
+    (32, 32)
+    >>> stack_budget((2048, 2048), 200 * 2**20) // 2**20, stack_budget((2048, 2048), 50 * 2**20)
+    (17, 0)
+    """
+    if budget is None:
+        return CHUNK_BUDGET
+    pixels = math.prod(shape)
+    left = budget - MASTER_RESULT_BYTES_PER_PIXEL * pixels
+    # open_stack counts 4 bytes per value; the combine's work is COMBINE_BYTES_PER_VALUE of them
+    return int(max(0, min(CHUNK_BUDGET, left * 4 // (4 + COMBINE_BYTES_PER_VALUE * 4))))

@@ -1,0 +1,123 @@
+"""The cluster: a silent port or an HTTP service is refused within the timeout before anything is
+written; the LocalCluster dashboard stays on 127.0.0.1; client and cluster objects are used as is."""
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from distributed import Client, LocalCluster
+
+from ccdflow import synthetic as syn
+from ccdflow.errors import ConfigError
+from ccdflow.night import load_config, reduce_night
+from ccdflow.night.cluster import open_cluster
+from ccdflow.night.config import ClusterConfig
+
+
+class _Server:
+    """A TCP server on 127.0.0.1 that accepts and then stays silent, or answers like HTTP."""
+
+    def __init__(self, reply: bytes | None):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.reply = reply
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.reply is not None:
+                try:
+                    if conn.recv(65536):  # HTTP answers only once asked
+                        conn.sendall(self.reply)
+                except OSError:
+                    pass  # the client gave up first
+
+    def close(self):
+        for conn in self.conns:
+            conn.close()
+        self.sock.close()
+
+
+def _night(folder: Path, *, timeout: float) -> Path:
+    night = syn.write_night(folder, instrument=syn.Instrument(ny=16, nx=16, n_overscan=4), n_bias=3,
+                            n_dark=0, n_flat=0, n_light=1, filters=("V",))
+    (folder / "night.yaml").write_text(yaml.safe_dump({
+        "input": {"filelist": night.filelist.name}, "output": "reduced",
+        "calibration": {"overscans": "header", "image_area": "header"},
+        "cluster": {"connect_timeout": timeout}}))
+    return folder / "night.yaml"
+
+
+@pytest.mark.parametrize(("reply", "message"), [
+    (None, r"did not answer as a dask scheduler within 1 s"),
+    (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", r"did not answer|not a dask scheduler"),
+])
+def test_a_port_that_is_not_a_scheduler_fails_within_the_timeout(tmp_path, reply, message):
+    server = _Server(reply)
+    config = load_config(_night(tmp_path, timeout=1.0))
+    start = time.monotonic()
+    try:
+        with pytest.raises(ConfigError, match=rf"cluster.scheduler: .*127.0.0.1:{server.port}.*({message})"):
+            reduce_night(config, scheduler=f"tcp://127.0.0.1:{server.port}", echo=lambda *_: None)
+    finally:
+        server.close()
+    assert time.monotonic() - start < 10
+    assert not (tmp_path / "reduced").exists()
+
+
+def test_a_server_that_speaks_first_in_another_protocol_is_named(tmp_path):
+    banner = socket.create_server(("127.0.0.1", 0))
+    port = banner.getsockname()[1]
+
+    def greet():
+        conn, _ = banner.accept()
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        time.sleep(2)
+        conn.close()
+
+    threading.Thread(target=greet, daemon=True).start()
+    try:
+        with pytest.raises(ConfigError, match=r"is not a dask scheduler \(it answered b'SSH-2.0-"):
+            with open_cluster(ClusterConfig(connect_timeout=1.0), scheduler=f"tcp://127.0.0.1:{port}"):
+                pass
+    finally:
+        banner.close()
+
+
+def test_the_local_dashboard_listens_on_localhost_only():
+    config = ClusterConfig(n_workers=1, memory_limit="1GB")
+    with open_cluster(config, echo=lambda *_: None) as client:
+        assert "127.0.0.1" in client.dashboard_link
+        servers = client.cluster.scheduler.http_server._sockets.values()
+        assert {sock.getsockname()[0] for sock in servers} == {"127.0.0.1"}
+
+
+def test_the_dashboard_address_is_configurable():
+    with pytest.raises(ConfigError, match="cluster.dashboard_address"):
+        ClusterConfig(dashboard_address="")
+    with pytest.raises(ConfigError, match="cluster.connect_timeout"):
+        ClusterConfig.from_dict({"connect_timeout": 0})
+    assert ClusterConfig.from_dict({"dashboard_address": ":8790"}).dashboard_address == ":8790"
+
+
+def test_a_client_or_a_cluster_object_is_used_and_left_open(tmp_path):
+    config = load_config(_night(tmp_path, timeout=5.0))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            report = reduce_night(config, scheduler=client, echo=lambda *_: None, progress=False)
+            assert report.ok and report.count("done") == 1
+            assert client.status == "running"
+            assert client.submit(sum, [1, 2]).result() == 3
+        report = reduce_night(config, scheduler=cluster, echo=lambda *_: None, progress=False)
+        assert report.ok and report.count("skipped") == 1
+        assert cluster.status.name == "running"
