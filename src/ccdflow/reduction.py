@@ -12,10 +12,10 @@ import dask
 import numpy as np
 from astropy.io import fits
 
-from ccdflow._version import __version__
 from ccdflow.array.combination import CombineParams
 from ccdflow.errors import CcdflowError, ConfigError, MissingCalibrationError
 from ccdflow.io import export
+from ccdflow.io.products import stack_header
 from ccdflow.io.write import write_fits
 from ccdflow.night.config import CalibrationConfig, ClusterConfig, CombineByKind, MinFrames, NightConfig
 from ccdflow.night.plan import FramePlan
@@ -135,27 +135,16 @@ class ImageReduction:
         return data, error
 
     def _header(self, frames: list[FramePlan], report: NightReport) -> fits.Header:
-        # the calibrated products' headers: the listed HDU's cards, EXPTIME resolved by the plan
+        # the calibrated products' headers: the listed HDU's cards, EXPTIME resolved by the plan,
+        # the WCS shifted to the image area
         headers = [fits.getheader(fp.output) for fp in frames]
-        header = headers[0].copy(strip=True)
-        for key in ("NFLAGGED", "NERRUNDF", "OVSCLVL", "CHECKSUM", "DATASUM"):
-            header.remove(key, ignore_missing=True)
-        times = [float(h.get("EXPTIME", 0.0)) for h in headers]
-        header["NCOMBINE"] = (len(frames), "calibrated frames combined")
-        header["EXPTOTAL"] = (float(np.sum(times)), "[s] total exposure of the inputs")
-        header["EXPMEAN"] = (float(np.mean(times)), "[s] mean exposure of the inputs")
-        header["CMETHOD"] = (self.params.method.value, "combine method")
-        header["CSIGLO"] = (self.params.sigma_lower, "clipping sigma below")
-        header["CSIGHI"] = (self.params.sigma_upper, "clipping sigma above")
-        header["CSTDFUNC"] = (self.params.stdfunc.value, "clipping scale")
+        header = stack_header(headers[0], exptimes=[float(h.get("EXPTIME", 0.0)) for h in headers],
+                              params=self.params.to_dict(), inputs=[str(fp.frame.path) for fp in frames])
         used = dict.fromkeys(n for fp in frames for n in (fp.bias, fp.dark, fp.flat) if n)
         for name in used:
             master = report.masters[name]
             header[f"HIERARCH CCDFLOW MASTER {name.upper()}"] = Path(master["output"]).name
             header[f"HIERARCH CCDFLOW MASTER {name.upper()} N"] = len(master["inputs"])
-        header["CCDFLVER"] = (__version__, "ccdflow version")
-        for i, fp in enumerate(frames, start=1):
-            header[f"INPUT{i:03d}"] = Path(fp.frame.path).name
         return header
 
     def _image(self) -> np.ndarray:
