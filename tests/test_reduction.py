@@ -162,8 +162,9 @@ def test_rerun_in_same_work_dir_combines_only_the_listed_lights(tmp_path):
     night = write_night(tmp_path / "night", instrument=INSTRUMENT, filters=("V", "R"), n_light=2,
                         **SMALL)
     work = tmp_path / "work"
-    first = ImageReduction(night.filelist, calibration=CALIBRATION, work_dir=work).reduce()
-    assert first.header["NCOMBINE"] == 4
+    first = ImageReduction(night.filelist, calibration=CALIBRATION, work_dir=work).reduce_all()
+    assert list(first) == [("V", "SYNTH FIELD"), ("R", "SYNTH FIELD")]
+    assert [hdu.header["NCOMBINE"] for hdu in first.values()] == [2, 2]
     v_only = tmp_path / "night" / "v.csv"
     v_only.write_text("\n".join(line for line in night.filelist.read_text().splitlines()
                                 if "_R_" not in line) + "\n")
