@@ -86,7 +86,7 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
         record = store.record(fp.cube, fp.output.stem)
         if record and record.get("key") == fp.key and fp.output.exists():
             report.frames[str(fp.frame.path)] = asdict(FrameResult(
-                str(fp.frame.path), str(fp.output), FrameStatus.skipped, 0.0, None, record.get("stats")))
+                str(fp.frame.path), str(fp.output), FrameStatus.reused, 0.0, None, record.get("stats")))
             continue
         store.forget_record(fp.cube, fp.output.stem)
         jobs.append(FrameJob(fp, store, config.calibration.mask))
@@ -179,6 +179,7 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
         jobs = _frame_jobs(plan, store, config, failed, report)
         for result in _run_jobs(jobs, client, progress):
             report.frames[result.path] = asdict(result)
+        report.order_frames(plan.inputs)
         report.seconds["lights"] = time.perf_counter() - t
         if config.stack_lights:
             t = time.perf_counter()

@@ -26,7 +26,7 @@ def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
     for fp in plan.frames:
         if fp.frame.type != "light":
             continue
-        if report.frames.get(str(fp.frame.path), {}).get("status") in (FrameStatus.done, FrameStatus.skipped):
+        if report.frames.get(str(fp.frame.path), {}).get("status") in (FrameStatus.done, FrameStatus.reused):
             name = f"{fp.frame.filter or 'none'}_{fp.frame.object or 'field'}"
             groups[re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)].append(fp)
     return groups
