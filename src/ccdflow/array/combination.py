@@ -7,17 +7,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
-from astropy.nddata import NDData
 
 from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
-from ccdflow.array.ndstack import is_nddata_list, stack_nddata
 from ccdflow.array.params import check_keys, parse_enum, parse_int, parse_number, to_plain_dict
 from ccdflow.errors import ConfigError
 from ccdflow.kernels.clip import combine_block
+
+if TYPE_CHECKING:
+    from astropy.nddata import NDData
 
 __all__ = ["ClipMethod", "CombineMethod", "CombineParams", "Combined", "combine"]
 
@@ -407,9 +408,13 @@ def combine(stack: da.Array | np.ndarray | Sequence[NDData], *, params: CombineP
     (100, 4)
     """
     unit = None
-    if is_nddata_list(stack):
-        stacked = stack_nddata(stack)
-        stack, unit = stacked.data, stacked.unit
+    if isinstance(stack, list | tuple):
+        # imported here: astropy.nddata would double the import time of every combine user
+        from ccdflow.array.ndstack import is_nddata_list, stack_nddata
+
+        if is_nddata_list(stack):
+            stacked = stack_nddata(stack)
+            stack, unit = stacked.data, stacked.unit
     stack = da.asarray(stack)
     if stack.ndim != 3:
         raise ConfigError("stack", f"expected a 3-D (N, rows, columns) stack, got shape {stack.shape}")
