@@ -17,7 +17,7 @@ KINDS = {
     "CombineParams": "class", "Combined": "class", "combine": "function", "Frame": "class",
     "open_frame": "function", "open_stack": "function", "Master": "class", "Region": "class",
     "ImageReduction": "class", "NightConfig": "class", "load_config": "function",
-    "reduce_night": "function", "CcdflowError": "class", "ConfigError": "class",
+    "reduce_night": "function", "read_product": "function", "CcdflowError": "class", "ConfigError": "class",
     "FrameError": "class", "FrameReadError": "class", "IncompatibleFramesError": "class",
     "MissingCalibrationError": "class", "OutputExistsError": "class", "__version__": "str",
 }

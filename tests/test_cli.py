@@ -109,14 +109,14 @@ def test_run_and_resume(night_yaml):
     report = json.loads((out / "report.json").read_text())
     assert report["ok"] is True and report["failures"] == {}
     assert {f["status"] for f in report["frames"].values()} == {"done"}
-    assert "frames: 4 done, 0 already done, 0 failed" in result.stdout
+    assert "frames: 4 done, 0 reused, 0 failed" in result.stdout
 
     again = _invoke("run", night_yaml, "--scheduler", "synchronous")
     assert again.exit_code == 0, again.output
-    assert "frames: 0 done, 4 already done, 0 failed" in again.stdout
+    assert "frames: 0 done, 4 reused, 0 failed" in again.stdout
     report = json.loads((out / "report.json").read_text())
     assert len(report["frames"]) == 4
-    assert {f["status"] for f in report["frames"].values()} == {"skipped"}
+    assert {f["status"] for f in report["frames"].values()} == {"reused"}
     assert {m["status"] for m in report["masters"].values()} == {"reused"}
 
 

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -182,8 +183,9 @@ def test_rerun_in_same_work_dir_combines_only_the_listed_lights(tmp_path):
     night = write_night(tmp_path / "night", instrument=INSTRUMENT, filters=("V", "R"), n_light=2,
                         **SMALL)
     work = tmp_path / "work"
-    first = ImageReduction(night.filelist, calibration=CALIBRATION, work_dir=work).reduce()
-    assert first.header["NCOMBINE"] == 4
+    first = ImageReduction(night.filelist, calibration=CALIBRATION, work_dir=work).reduce_all()
+    assert list(first) == [("V", "SYNTH FIELD"), ("R", "SYNTH FIELD")]
+    assert [hdu.header["NCOMBINE"] for hdu in first.values()] == [2, 2]
     v_only = tmp_path / "night" / "v.csv"
     v_only.write_text("\n".join(line for line in night.filelist.read_text().splitlines()
                                 if "_R_" not in line) + "\n")
@@ -348,3 +350,47 @@ def test_plotting_libraries_are_imported_only_when_used():
     code = "import ccdflow.reduction, sys; print('matplotlib' in sys.modules, 'plotly' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# -- one image per filter and object, no folder left behind ----------------------------------------
+
+
+def test_several_filters_need_a_choice_and_reduce_one(tmp_path, monkeypatch):
+    night = write_night(tmp_path / "night", instrument=INSTRUMENT, filters=("V", "R"), n_light=2,
+                        **SMALL)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    reduction = ImageReduction(night.filelist, calibration=CALIBRATION)
+    with pytest.raises(ConfigError, match=r"^filter: the file list has lights of several filters or "
+                                          r"objects: \(filter='V', object='SYNTH FIELD'\), "
+                                          r"\(filter='R', object='SYNTH FIELD'\); choose one"):
+        reduction.reduce()
+    with pytest.raises(ConfigError, match=r"^filter: no light with filter='B', object=None"):
+        reduction.reduce(filter="B")
+    hdu = reduction.reduce(filter="R")
+    assert hdu.header["FILTER"] == "R" and hdu.header["NCOMBINE"] == 2
+    assert [hdu.header["INPUT001"], hdu.header["INPUT002"]] == ["light_R_000.fits", "light_R_001.fits"]
+    kept = ImageReduction(night.filelist, calibration=CALIBRATION, work_dir=tmp_path / "w")
+    np.testing.assert_array_equal(kept.reduce(filter="R", object="SYNTH FIELD").data, hdu.data)
+    r_lights = sorted((tmp_path / "w" / "lights").glob("light_R_*.fits"))
+    np.testing.assert_allclose(hdu.data, _clipped(r_lights, np.ma.median), rtol=1e-5, atol=1e-3)
+    assert list(temporary.iterdir()) == []  # the work folder went with the call
+    images = reduction.reduce_all()
+    assert {key: h.header["FILTER"] for key, h in images.items()} == {
+        ("V", "SYNTH FIELD"): "V", ("R", "SYNTH FIELD"): "R"}
+    np.testing.assert_array_equal(images[("R", "SYNTH FIELD")].data, hdu.data)
+    assert reduction.errors[("V", "SYNTH FIELD")].shape == hdu.data.shape
+    assert list(temporary.iterdir()) == []
+
+
+def test_sections_come_from_the_headers_unless_given(tmp_path):
+    night = _small_night(tmp_path / "night", n_light=1)
+    hdu = ImageReduction(night.filelist, work_dir=tmp_path / "a").reduce()
+    assert hdu.data.shape == (INSTRUMENT.ny, INSTRUMENT.nx)  # BIASSEC and TRIMSEC applied
+    assert hdu.header["OVSCAREA"] == INSTRUMENT.biassec and hdu.header["IMAGAREA"] == INSTRUMENT.datasec
+    raw_shape = fits.getdata(night.files["light"][0]).shape
+    whole = {"overscans": [], "image_area": {"xmin": 0, "xmax": raw_shape[1], "ymin": 0,
+                                             "ymax": raw_shape[0]}}
+    explicit = ImageReduction(night.filelist, calibration=whole, work_dir=tmp_path / "b").reduce()
+    assert explicit.data.shape == raw_shape and explicit.header["OVSCAREA"] == "none"

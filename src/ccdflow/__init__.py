@@ -31,6 +31,7 @@ _LAZY = {
     "NightConfig": "ccdflow.night.config",
     "load_config": "ccdflow.night.config",
     "reduce_night": "ccdflow.night.run",
+    "read_product": "ccdflow.io.nddata",
 }
 
 __all__ = [

@@ -10,6 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import astropy.units as u
+import numpy as np
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData
+
 from ccdflow.array.calibration import (
     CalibratedFrame,
     CalibrationParams,
@@ -25,8 +30,9 @@ from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import parse_enum, parse_number
 from ccdflow.array.sections import parse_region
 from ccdflow.errors import ConfigError
-from ccdflow.io.fits import Frame, open_frame
+from ccdflow.io.fits import Frame
 from ccdflow.io.frame_settings import FrameSettings, resolve_params
+from ccdflow.io.nddata import IN_MEMORY, as_frame, as_master, parse_quantity, to_ccddata
 from ccdflow.io.products import calibrated_header, read_master, write_calibrated
 from ccdflow.io.write import guard_inputs
 
@@ -37,6 +43,10 @@ logger = logging.getLogger(__name__)
 _SETTINGS = ("overscans", "overscan_method", "overscan_params", "master_bias", "master_dark",
              "master_flat", "gain", "read_noise", "image_area", "exptime", "saturation", "raw_hdu",
              "mask", "overwrite", "bad_pixels", "quality")
+# numbers that may be given as astropy Quantities, and their units
+_UNITS = {"gain": u.electron / u.adu, "read_noise": u.electron, "exptime": u.s, "saturation": u.adu}
+# what a master may be given as
+_MASTER_TYPES = (str, os.PathLike, Master, NDData, np.ndarray)
 
 
 class Calibrator:
@@ -53,13 +63,16 @@ class Calibrator:
         FITS section strings; ``None`` (default) means no overscan step.
     overscan_method : OverscanMethods or callable
         A built-in method or ``f(image, overscans) -> corrected image``.
-    master_bias, master_dark, master_flat : path or Master, optional
+    master_bias, master_dark, master_flat : path, Master, CCDData or numpy.ndarray, optional
         Masters to apply; ``None`` skips the step. A master dark is scaled by
-        ``t_raw / EXPTIME_dark``; a master flat is divided by its sigma-clipped mean.
-    gain : float, optional
-        e-/ADU; default: the raw header's ``GAIN``, else 1.
-    read_noise : float, optional
-        Electrons; default: the raw header's ``RDNOISE`` (or ``READNOIS``), else 0.
+        ``t_raw / EXPTIME_dark``; a master flat is divided by its sigma-clipped mean. A
+        `~astropy.nddata.CCDData` brings its uncertainty, mask and ``EXPTIME`` (see
+        `ccdflow.io.nddata.as_master`); a plain array has no error (a dark array is a rate).
+    gain : float or astropy.units.Quantity, optional
+        e-/ADU (a Quantity in ``u.electron / u.adu``); default: the raw header's ``GAIN``, else 1.
+    read_noise : float or astropy.units.Quantity, optional
+        Electrons (a Quantity in ``u.electron``); default: the raw header's ``RDNOISE`` (or
+        ``READNOIS``), else 0.
     image_area : dict, optional
         The image pixels kept; masters must have its shape. Default: the whole frame.
     exptime : float, optional
@@ -86,7 +99,7 @@ class Calibrator:
     Raises
     ------
     ConfigError
-        If a parameter is invalid (named).
+        If a parameter is invalid (named), a Quantity included (``gain=2 * u.electron``).
 
     Notes
     -----
@@ -193,25 +206,27 @@ class Calibrator:
         settings["image_area"] = (None if raw["image_area"] is None
                                   else parse_region(raw["image_area"], key="image_area"))
         for key in ("gain", "read_noise", "exptime", "saturation"):
-            settings[key] = parse_number(raw[key], key=key, strict=key == "gain", allow_none=True)
+            value = parse_quantity(raw[key], key=key, unit=_UNITS[key])
+            settings[key] = parse_number(value, key=key, strict=key == "gain", allow_none=True)
         if not isinstance(raw["overscan_params"], OverscanParams):
             settings["overscan_params"] = OverscanParams.from_dict(dict(raw["overscan_params"]))
         if isinstance(raw["raw_hdu"], bool) or not isinstance(raw["raw_hdu"], int):
             raise ConfigError("raw_hdu", f"expected an HDU index, got {raw['raw_hdu']!r}")
         for kind in ("bias", "dark", "flat"):
             value = raw[f"master_{kind}"]
-            if value is not None and not isinstance(value, str | os.PathLike | Master):
-                raise ConfigError(f"master_{kind}", f"expected a path or Master, got {value!r}")
-        if raw["bad_pixels"] is not None and not isinstance(raw["bad_pixels"],
-                                                            str | os.PathLike | Master):
-            raise ConfigError("bad_pixels", f"expected a path or Master, got {raw['bad_pixels']!r}")
+            if value is not None and not isinstance(value, _MASTER_TYPES):
+                raise ConfigError(f"master_{kind}", "expected a path, Master, CCDData or array, got "
+                                                    f"{type(value).__name__}")
+        if raw["bad_pixels"] is not None and not isinstance(raw["bad_pixels"], _MASTER_TYPES):
+            raise ConfigError("bad_pixels", "expected a path, Master, CCDData or array, got "
+                                            f"{type(raw['bad_pixels']).__name__}")
         if not isinstance(raw["quality"], QualityParams):
             raise ConfigError("quality", f"expected QualityParams, got {raw['quality']!r}")
         return settings
 
-    def _load_master(self, value: str | os.PathLike | Master | None) -> Master | None:
-        if value is None or isinstance(value, Master):
-            return value
+    def _load_master(self, value: Any, kind: str) -> Master | None:
+        if not isinstance(value, str | os.PathLike):
+            return as_master(value, kind=kind)
         path = Path(value)
         try:
             st = path.stat()
@@ -225,13 +240,13 @@ class Calibrator:
 
     # -- calibrating ----------------------------------------------------------------------------
 
-    def calibrate(self, frame: Frame, **overrides: Any) -> CalibratedFrame:
+    def calibrate(self, frame: Frame | Any, **overrides: Any) -> CalibratedFrame:
         """Calibrate a lazily opened frame without touching any output file.
 
         Parameters
         ----------
-        frame : Frame
-            From `ccdflow.io.open_frame`.
+        frame : Frame, CCDData or numpy.ndarray
+            From `ccdflow.io.open_frame`, or an in-memory image (see `ccdflow.io.nddata.as_frame`).
         **overrides
             Any parameter, for this frame only.
 
@@ -245,6 +260,8 @@ class Calibrator:
         ConfigError, FrameReadError, IncompatibleFramesError, MissingCalibrationError
         """
         settings = self._settings(overrides)
+        if not isinstance(frame, Frame):
+            frame = as_frame(frame, hdu=settings["raw_hdu"], exptime=settings["exptime"])
         params, masters, dark_scale, norm = self._resolve(frame, settings)
         return calibrate_lazy(frame.data, params=params, masters=masters,
                               dark_scale=dark_scale, norm=norm, quality=settings["quality"])
@@ -258,51 +275,73 @@ class Calibrator:
             read_noise=s["read_noise"], saturation=s["saturation"], exptime=frame.exptime)
         params = resolve_params(frame.header, frame.shape, settings, path=str(frame.path),
                                 hdu=frame.hdu).params
-        masters = Masters(*(self._load_master(s[f"master_{k}"]) for k in ("bias", "dark", "flat")),
-                          bpm=self._load_master(s["bad_pixels"]))
+        masters = Masters(*(self._load_master(s[f"master_{k}"], k) for k in ("bias", "dark", "flat")),
+                          bpm=self._load_master(s["bad_pixels"], "bpm"))
         check_geometry(frame.shape, params, masters, path=str(frame.path), hdu=frame.hdu)
         scale = math.nan if masters.dark is None else dark_scale(params.exptime, masters.dark.exptime,
                                                               name=masters.dark.name)
         norm = math.nan if masters.flat is None else masters.flat.flat_norm()
         return params, masters, scale, norm
 
-    def __call__(self, *, raw: str | os.PathLike, calibrated: str | os.PathLike,
-                 **overrides: Any) -> Path:
-        """Calibrate the file ``raw`` into the two-extension FITS file ``calibrated``.
+    def __call__(self, *, raw: str | os.PathLike | NDData | np.ndarray,
+                 calibrated: str | os.PathLike | None = None, header: fits.Header | None = None,
+                 **overrides: Any) -> Path | CCDData:
+        """Calibrate one raw frame into a two-extension FITS file, or into memory.
 
         Parameters
         ----------
-        raw : path-like
-            The raw frame.
-        calibrated : path-like
-            The output: primary image, ``ERROR`` (and ``MASK`` if asked), written atomically.
+        raw : path-like, CCDData or numpy.ndarray
+            The raw frame: a file, or an image in memory (a CCDData's masked pixels are flagged
+            as bad input; an array without ``header`` has an empty header, so its parameters
+            come from the settings and the defaults and its exposure is 1 s unless ``exptime``).
+        calibrated : path-like, optional
+            The output: primary image, ``ERROR`` (and ``MASK`` if asked), written atomically;
+            the same file whether ``raw`` was a file or in memory. ``None``: nothing is written
+            and the result is returned as a `~astropy.nddata.CCDData`.
+        header : astropy.io.fits.Header, optional
+            The header of an in-memory ``raw`` (default: a CCDData's ``meta`` and WCS).
         **overrides
             Any parameter, for this frame only.
 
         Returns
         -------
-        pathlib.Path
-            The output path.
+        pathlib.Path or astropy.nddata.CCDData
+            The output path; or, with ``calibrated=None``, the calibrated image in ADU with its
+            `~astropy.nddata.StdDevUncertainty`, a boolean mask (pixels with any flag) and the
+            product's header (WCS shifted to the image area) as ``meta`` and ``wcs``.
 
         Raises
         ------
         InputOverwriteError
             If ``calibrated`` is the raw frame or a master in use, however spelled; nothing is read.
+
+        Examples
+        --------
+        >>> import astropy.units as u
+        >>> calibrate = Calibrator(gain=2.0 * u.electron / u.adu, read_noise=4.0 * u.electron)
+        >>> ccd = calibrate(raw=np.full((4, 5), 1000.0), master_bias=np.full((4, 5), 200.0),
+        ...                 exptime=10.0)
+        >>> ccd.unit, float(ccd.data[0, 0]), round(float(ccd.uncertainty.array[0, 0]), 3)
+        (Unit("adu"), 800.0, 20.1)
         """
         s = self._settings(overrides)
-        guard_inputs([calibrated], inputs=[raw, *(s[f"master_{k}"] for k in ("bias", "dark", "flat")
+        if calibrated is not None:
+            guard_inputs([calibrated], inputs=[*([raw] if isinstance(raw, str | os.PathLike) else []),
+                                               *(s[f"master_{k}"] for k in ("bias", "dark", "flat")
                                                  if isinstance(s[f"master_{k}"], str | os.PathLike))])
-        frame = open_frame(raw, hdu=s["raw_hdu"], exptime=s["exptime"])
+        frame = as_frame(raw, header=header, hdu=s["raw_hdu"], exptime=s["exptime"])
         params, masters, dark_scale, norm = self._resolve(frame, s)
         # one frame is one task: run it here, never ship it (and the masters) to a scheduler
         raw_pixels = frame.data.compute(scheduler="sync")
         image, error, mask, stats = calibrate_array(raw_pixels, params=params, masters=masters,
                                                     dark_scale=dark_scale, norm=norm,
                                                     quality=s["quality"])
+        name = IN_MEMORY if str(frame.path) == IN_MEMORY else Path(raw).name
         header = calibrated_header(frame.header, params=params, masters=masters,
                                    dark_scale=dark_scale, flat_norm=norm, stats=stats,
-                                   history=f"raw file {Path(raw).name}")
-        logger.info("%s -> %s", raw, calibrated)
+                                   history=f"raw file {name}")
+        if calibrated is None:
+            return to_ccddata(image, error=error, mask=mask, header=header)
+        logger.info("%s -> %s", name, calibrated)
         return write_calibrated(calibrated, image=image, error=error, header=header,
                                 mask=mask if s["mask"] else None, overwrite=s["overwrite"])
-

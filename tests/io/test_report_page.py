@@ -155,7 +155,7 @@ def test_a_reused_night_and_a_big_master_stay_small(tmp_path):
     report = {"output": str(output), "seconds": {"total": 1.0}, "warnings": ["<only two frames>"],
               "masters": {"bias": {"status": "reused", "output": "/elsewhere/masters/bias.fits",
                                    "inputs": ["a", "b"], "seconds": 0.0, "rejected_fraction": 0.01}},
-              "frames": {"/raw/l.fits": {"status": "skipped", "output": "/x/lights/l.fits",
+              "frames": {"/raw/l.fits": {"status": "reused", "output": "/x/lights/l.fits",
                                           "seconds": 0.0}},
               "failures": {}}
     (output / "report.json").write_text(json.dumps(report))

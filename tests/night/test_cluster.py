@@ -119,5 +119,5 @@ def test_a_client_or_a_cluster_object_is_used_and_left_open(tmp_path):
             assert client.status == "running"
             assert client.submit(sum, [1, 2]).result() == 3
         report = reduce_night(config, scheduler=cluster, echo=lambda *_: None, progress=False)
-        assert report.ok and report.count("skipped") == 1
+        assert report.ok and report.count("reused") == 1
         assert cluster.status.name == "running"

@@ -173,7 +173,7 @@ def test_rerun_resumes_exactly_what_changed(tmp_path):
     out = tmp_path / "reduced"
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.fits")}
     again = run()
-    assert again.count("skipped") == 4 and again.count("done") == 0
+    assert again.count("reused") == 4 and again.count("done") == 0
     assert {m["status"] for m in again.masters.values()} == {"reused"}
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("*/*.fits")}
 
@@ -271,9 +271,9 @@ def test_a_killed_run_resumes_without_redoing_finished_frames(tmp_path):
     assert 3 <= len(finished) < 10, "the run was not interrupted in the lights stage"
     report = reduce_night(load_config(config_path), scheduler="synchronous", echo=lambda *_: None)
     assert report.ok
-    skipped = {Path(p).name for p, f in report.frames.items() if f["status"] == "skipped"}
+    reused = {Path(p).name for p, f in report.frames.items() if f["status"] == "reused"}
     # a frame whose FITS was written but whose record was not is redone; none is lost
-    assert len(skipped) >= len(finished) - 1 and skipped <= finished
+    assert len(reused) >= len(finished) - 1 and reused <= finished
     assert len(list(lights.glob("light_*.fits"))) == 10
     assert not list(lights.glob(".*.part"))
     reference = tmp_path / "reference"

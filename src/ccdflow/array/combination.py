@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -15,6 +16,9 @@ from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.array.params import check_keys, parse_enum, parse_int, parse_number, to_plain_dict
 from ccdflow.errors import ConfigError
 from ccdflow.kernels.clip import combine_block
+
+if TYPE_CHECKING:
+    from astropy.nddata import NDData
 
 __all__ = ["ClipMethod", "CombineMethod", "CombineParams", "Combined", "combine"]
 
@@ -266,6 +270,9 @@ class Combined:
         Frames in the stack.
     params : CombineParams
         The parameters used.
+    unit : astropy.units.UnitBase or None
+        The unit of ``data`` and ``error``: the input frames' common unit when they were
+        `~astropy.nddata.NDData` with one, else ``None``.
 
     Examples
     --------
@@ -282,6 +289,7 @@ class Combined:
     count: da.Array
     n_frames: int
     params: CombineParams
+    unit: Any = None
 
 
 def _combine_chunk(block: np.ndarray, levels: np.ndarray | None, kwargs: dict) -> np.ndarray:
@@ -352,15 +360,19 @@ def _whole_stack_chunks(stack: da.Array, budget: int) -> da.Array:
     return stack.rechunk({0: -1, 1: rows, 2: -1})
 
 
-def combine(stack: da.Array | np.ndarray, *, params: CombineParams = CombineParams(),
+def combine(stack: da.Array | np.ndarray | Sequence[NDData], *, params: CombineParams = CombineParams(),
             budget: int = CHUNK_BUDGET) -> Combined:
     """Combine a stack of frames along axis 0, lazily, one task per spatial chunk.
 
     Parameters
     ----------
-    stack : dask.array.Array or numpy.ndarray
+    stack : dask.array.Array, numpy.ndarray or list of astropy.nddata.NDData
         (N, rows, columns) frames, for instance from `ccdflow.io.open_stack`. A stack split along
-        axis 0 is rechunked into full-width row bands of about ``budget`` bytes.
+        axis 0 is rechunked into full-width row bands of about ``budget`` bytes. A list of
+        `~astropy.nddata.CCDData` (or `~astropy.nddata.NDData`) frames is stacked by
+        `ccdflow.array.ndstack.stack_nddata`: masked pixels are left out (the count map shows
+        it), the frames must share one unit, which ``Combined.unit`` records, and their
+        uncertainties are not used (a warning says so).
     params : CombineParams
         Rejection, reduction and error settings.
     budget : int
@@ -375,7 +387,7 @@ def combine(stack: da.Array | np.ndarray, *, params: CombineParams = CombinePara
     Raises
     ------
     ConfigError
-        If ``stack`` is not 3-D.
+        If ``stack`` is not 3-D, or NDData frames have mixed units or shapes.
 
     Notes
     -----
@@ -396,6 +408,14 @@ def combine(stack: da.Array | np.ndarray, *, params: CombineParams = CombinePara
     >>> round(float(result.data[0, 0].compute())), int(result.count[0, 0].compute())
     (100, 4)
     """
+    unit = None
+    if isinstance(stack, list | tuple):
+        # imported here: astropy.nddata would double the import time of every combine user
+        from ccdflow.array.ndstack import is_nddata_list, stack_nddata
+
+        if is_nddata_list(stack):
+            stacked = stack_nddata(stack)
+            stack, unit = stacked.data, stacked.unit
     stack = da.asarray(stack)
     if stack.ndim != 3:
         raise ConfigError("stack", f"expected a 3-D (N, rows, columns) stack, got shape {stack.shape}")
@@ -411,7 +431,7 @@ def combine(stack: da.Array | np.ndarray, *, params: CombineParams = CombinePara
         chunks=((3,), stack.chunks[1], stack.chunks[2]),
     )
     return Combined(data=out[0], error=out[1], count=out[2].astype(np.uint16),
-                    n_frames=int(stack.shape[0]), params=params)
+                    n_frames=int(stack.shape[0]), params=params, unit=unit)
 
 
 def rejected_fraction(count: np.ndarray, n_frames: int, n_finite: int | None = None) -> float:

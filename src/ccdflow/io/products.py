@@ -18,8 +18,8 @@ from ccdflow.io.fits import read_header, read_rows
 from ccdflow.io.headers import find_exposure_time
 from ccdflow.io.write import write_fits
 
-__all__ = ["calibrated_header", "file_sha1", "master_header", "read_master", "write_calibrated",
-           "write_master"]
+__all__ = ["add_combine_cards", "calibrated_header", "file_sha1", "master_header", "read_extensions",
+           "read_master", "stack_header", "write_calibrated", "write_master"]
 
 # Cards that describe the raw file's storage or layout, not the calibrated image.
 _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO",
@@ -141,6 +141,72 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
     return write_fits(path, fits.HDUList(hdus), overwrite=overwrite)
 
 
+# cards of one calibrated frame that say nothing true about a combination of frames
+_PER_FRAME = ("NFLAGGED", "NERRUNDF", "OVSCLVL", "CHECKSUM", "DATASUM", "HISTORY", "NCOMBINE")
+
+
+def add_combine_cards(header: fits.Header, params: dict) -> None:
+    """Record ``CombineParams.to_dict()`` as ``CMETHOD``, ``CCLIP``, ``CSIGLO``, ... cards.
+
+    The one convention for combine provenance: masters, stacks and `ImageReduction` images.
+
+    Examples
+    --------
+    >>> header = fits.Header()
+    >>> add_combine_cards(header, {"method": "median", "sigma_lower": 5.0, "scale": None})
+    >>> header["CMETHOD"], header["CSIGLO"], header["CSCALE"]
+    ('median', 5.0, 'none')
+    """
+    for field, key in _COMBINE_KEYS.items():
+        if field in params:
+            value = params[field]
+            header[key] = ("none" if value is None else value, f"combine {field}")
+
+
+def stack_header(first: fits.Header, *, exptimes: list[float], params: dict,
+                 inputs: list[str]) -> fits.Header:
+    """The header of combined calibrated frames, from the first one's calibrated header.
+
+    That header already describes the image area (its WCS shifted by `calibrated_header`, no
+    section cards), so the combination keeps a valid WCS. Per-frame statistics and history are
+    dropped; the count, exposures, combine parameters and inputs are added.
+
+    Parameters
+    ----------
+    first : astropy.io.fits.Header
+        The first calibrated frame's header.
+    exptimes : list of float
+        Exposure time of every input, s.
+    params : dict
+        ``CombineParams.to_dict()``.
+    inputs : list of str
+        The input raw files (recorded as ``INPUTnnn`` cards).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+
+    Examples
+    --------
+    >>> first = fits.Header([("CRPIX1", 90.0), ("EXPTIME", 60.0), ("NFLAGGED", 3)])
+    >>> header = stack_header(first, exptimes=[60.0, 120.0], params={"method": "mean"},
+    ...                       inputs=["raw/a.fits", "raw/b.fits"])
+    >>> header["CRPIX1"], header["EXPTOTAL"], header["CMETHOD"], header["INPUT002"], "NFLAGGED" in header
+    (90.0, 180.0, 'mean', 'b.fits', False)
+    """
+    header = first.copy(strip=True)
+    for key in _PER_FRAME:
+        header.remove(key, ignore_missing=True, remove_all=True)
+    header["NCOMBINE"] = (len(inputs), "calibrated frames combined")
+    header["EXPTOTAL"] = (float(np.sum(exptimes)), "[s] total exposure of the inputs")
+    header["EXPMEAN"] = (float(np.mean(exptimes)), "[s] mean exposure of the inputs")
+    add_combine_cards(header, params)
+    header["CCDFLVER"] = (__version__, "ccdflow version")
+    for i, name in enumerate(inputs, start=1):
+        header[f"INPUT{i:03d}" if i < 1000 else "HISTORY"] = Path(name).name
+    return header
+
+
 def master_header(*, kind: str, inputs: list[str], params: CombineParams, n_frames: int,
                   rejected_fraction: float, exptime: float | None, filter: str = "",
                   extra: dict | None = None) -> fits.Header:
@@ -172,17 +238,16 @@ def master_header(*, kind: str, inputs: list[str], params: CombineParams, n_fram
     """
     header = fits.Header()
     header["IMAGETYP"] = (f"MASTER {kind.upper()}", "ccdflow master frame")
-    header["BUNIT"] = ("adu/s" if kind == "dark" else ("" if kind == "flat" else "adu"))
+    # a dark rate is stored as the ADU of a 1 s exposure (EXPTIME = 1), so that tools scaling a
+    # dark by EXPTIME (ccdproc.subtract_dark) subtract ADU from ADU
+    header["BUNIT"] = ("" if kind == "flat" else "adu")
     if exptime is not None:
         header["EXPTIME"] = (exptime, "[s] exposure the values correspond to")
     if filter:
         header["FILTER"] = filter
     header["NCOMBINE"] = (n_frames, "frames combined")
     header["REJFRAC"] = (round(float(rejected_fraction), 6), "fraction of input values rejected")
-    values = params.to_dict()
-    for field, key in _COMBINE_KEYS.items():
-        value = values.get(field)
-        header[key] = ("none" if value is None else value, f"combine {field}")
+    add_combine_cards(header, params.to_dict())
     header["CCLIPRUN"] = (params.effective_clip.value, "combine clip that ran")
     header["CERRRUN"] = (params.effective_uncertainty.value, "combine error formula used")
     for key, (value, comment) in (extra or {}).items():
@@ -214,39 +279,85 @@ def file_sha1(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def read_extensions(path: str | os.PathLike, *, shape: tuple[int, ...]
+                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A product's per-pixel error and mask extensions, when present.
+
+    The error is ccdflow's ``ERROR`` or ccdproc's ``UNCERT`` (a standard deviation, or a variance
+    or inverse variance as its ``UTYPE`` card says); the mask is ``MASK`` as stored (nonzero =
+    flagged).
+
+    Returns
+    -------
+    (numpy.ndarray or None, numpy.ndarray or None)
+        float32 error and the mask.
+
+    Raises
+    ------
+    FrameReadError
+        If an extension cannot be read or its shape differs from ``shape``.
+    """
+    path = str(path)
+    error = mask = None
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            name = next((n for n in ("ERROR", "UNCERT") if n in hdul), None)
+            if name is not None:
+                error = np.array(hdul[name].data, dtype=np.float64)
+                utype = str(hdul[name].header.get("UTYPE", "StdDevUncertainty"))
+                if utype.startswith("Variance"):
+                    error = np.sqrt(error)
+                elif utype.startswith("InverseVariance"):
+                    with np.errstate(divide="ignore"):
+                        error = 1.0 / np.sqrt(error)
+                error = error.astype(np.float32)
+            if "MASK" in hdul:
+                mask = np.array(hdul["MASK"].data)
+    except (OSError, ValueError, TypeError) as err:
+        raise FrameReadError(path, f"cannot read the ERROR/UNCERT or MASK extension: {err}") from err
+    for label, array in (("error", error), ("MASK", mask)):
+        if array is not None and array.shape != tuple(shape):
+            raise FrameReadError(path, f"{label} shape {array.shape} differs from data {tuple(shape)}")
+    return error, mask
+
+
 def read_master(path: str | os.PathLike, *, hdu: int = 0) -> Master:
-    """Read a master frame (any FITS image; an ``ERROR`` extension is used when present).
+    """Read a master frame (any FITS image; error and mask extensions are used when present).
 
     Parameters
     ----------
     path : str or path-like
-        The master's file.
+        The master's file: ccdflow's (``ERROR``) or ccdproc's (``UNCERT``, ``MASK``).
     hdu : int
         The HDU holding the master's data.
 
     Returns
     -------
     Master
-        Data and error as float32, ``exptime`` from the header (``None`` when absent), a master
-        dark's ``inv_exptime`` from ``DKINVEXP``, file name and SHA-1.
+        Data and error as float32 (masked pixels NaN: they have no value), ``exptime`` from the
+        header (``None`` when absent), a master dark's ``inv_exptime`` from ``DKINVEXP``, file
+        name and SHA-1.
 
     Raises
     ------
     FrameReadError
-        If the file cannot be read or its ``ERROR`` extension has another shape.
+        If the file cannot be read or an extension has another shape.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "bias.fits"
+    >>> fits.HDUList([fits.PrimaryHDU(np.full((2, 2), 300.0, np.float32)),
+    ...               fits.ImageHDU(np.array([[0, 1], [0, 0]], np.uint8), name="MASK")]).writeto(path)
+    >>> read_master(path).data.tolist()
+    [[300.0, nan], [300.0, 300.0]]
     """
     path = str(path)
     index, header = read_header(path, hdu=hdu)
     data = read_rows(path, index, slice(None))
-    error = None
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            if "ERROR" in hdul:
-                error = np.array(hdul["ERROR"].data, dtype=np.float32)
-    except (OSError, ValueError) as err:
-        raise FrameReadError(path, f"cannot read the ERROR extension: {err}") from err
-    if error is not None and error.shape != data.shape:
-        raise FrameReadError(path, f"ERROR shape {error.shape} differs from data {data.shape}")
+    error, mask = read_extensions(path, shape=data.shape)
+    if mask is not None:
+        data[mask != 0] = np.nan
     inv_exptime = header.get(DARK_INV_EXPTIME_KEY)
     return Master(
         data=data,

@@ -29,7 +29,8 @@ __all__ = ["render_report_page", "write_report_page", "write_report_page_or_warn
 
 logger = logging.getLogger(__name__)
 
-_REUSED = ("skipped", "reused")  # the frames' and the masters' words for "finished by an earlier run"
+# "finished by an earlier run"; "skipped" is how report.json files of earlier versions said it
+_REUSED = ("reused", "skipped")
 
 
 @dataclass(frozen=True)

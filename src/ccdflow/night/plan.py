@@ -73,6 +73,7 @@ class Plan:
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
     warnings: list[str] = field(default_factory=list)
     bpms: dict[str, BpmPlan] = field(default_factory=dict)  # name -> plan, per filter
+    inputs: list[str] = field(default_factory=list)  # every listed frame, in the list's order
 
     def cubes(self) -> dict[str, list[FramePlan]]:
         """Frames of each zarr cube, in cube order."""
@@ -236,7 +237,7 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
         Masters in dependency order (bias, dark, flats), frames with their masters, outputs and
         resume keys, and the frames that cannot be done (with reasons).
     """
-    plan = Plan()
+    plan = Plan(inputs=[str(f.path) for f in frames])
     readable = []
     for frame in frames:
         if frame.error:

@@ -18,8 +18,8 @@ class FrameStatus(StrEnum):
 
     done = "done"
     """Calibrated in this run."""
-    skipped = "skipped"
-    """Already calibrated by an earlier run with the same inputs and parameters; reused."""
+    reused = "reused"
+    """Calibrated by an earlier run with the same inputs and parameters: its product is kept."""
     failed = "failed"
     """Not calibrated; the report says why."""
 
@@ -67,8 +67,22 @@ class NightReport:
         return self.aborted is None and not self.failures
 
     def count(self, status: FrameStatus | str) -> int:
-        """Frames with the given status (done, skipped, failed)."""
+        """Frames with the given status (done, reused, failed)."""
         return sum(1 for f in self.frames.values() if f["status"] == status)
+
+    def order_frames(self, paths: list[str]) -> None:
+        """Put the frames in the order of ``paths`` (the file list's), not the order they finished.
+
+        Examples
+        --------
+        >>> report = NightReport(output="out", config={}, started="", version="")
+        >>> report.frames = {"b.fits": {}, "a.fits": {}, "c.fits": {}}
+        >>> report.order_frames(["a.fits", "b.fits"])
+        >>> list(report.frames)
+        ['a.fits', 'b.fits', 'c.fits']
+        """
+        rank = {path: i for i, path in enumerate(paths)}
+        self.frames = dict(sorted(self.frames.items(), key=lambda item: rank.get(item[0], len(rank))))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (the content of ``report.json``)."""
@@ -81,7 +95,11 @@ class NightReport:
         return Path(path)
 
     def summary(self) -> str:
-        """A short table for the terminal."""
+        """A short table for the terminal: masters, then frames in the order of `frames`.
+
+        A night puts its frames in file-list order (`order_frames`); each status is one word
+        (``done``, ``reused``, ``failed``; masters and stacks ``built``, ``reused``, ``failed``).
+        """
         lines = [f"{'product':<34} {'status':<8} {'seconds':>8}  note"]
         for name, m in self.masters.items():
             note = m.get("error") or (f"rejected {m['rejected_fraction']:.3%}"
@@ -95,6 +113,6 @@ class NightReport:
         if self.aborted:
             lines.append(f"aborted: {self.aborted}")
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
-        lines.append(f"frames: {self.count('done')} done, {self.count('skipped')} already done, "
+        lines.append(f"frames: {self.count('done')} done, {self.count('reused')} reused, "
                      f"{self.count('failed')} failed; {stages}")
         return "\n".join(lines)

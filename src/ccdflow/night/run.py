@@ -158,7 +158,7 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
                      f"({failed_masters[missing[0]]})")
         elif record and record.get("key") == fp.key and fp.output.exists():
             report.frames[str(fp.frame.path)] = asdict(FrameResult(
-                str(fp.frame.path), str(fp.output), FrameStatus.skipped, 0.0, None, record.get("stats")))
+                str(fp.frame.path), str(fp.output), FrameStatus.reused, 0.0, None, record.get("stats")))
             continue
         elif budget is not None and light_bytes(fp) > budget:
             error = (f"{WorkerMemoryError.__name__}: {fp.frame.path}: calibrating it needs about "
@@ -237,6 +237,7 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
     jobs = _frame_jobs(plan, store, config, failed, report, budget)
     for result in _run_jobs(jobs, client, progress):
         report.frames[result.path] = asdict(result)
+    report.order_frames(plan.inputs)
     report.seconds["lights"] = time.perf_counter() - t
     report.write(config.output / "report.json")
     if config.stack_lights:

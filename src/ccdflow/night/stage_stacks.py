@@ -11,10 +11,9 @@ import dask.array as da
 import numpy as np
 from astropy.io import fits
 
-from ccdflow._version import __version__
 from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.array.combination import Combined, CombineParams, combine
-from ccdflow.io.products import write_master
+from ccdflow.io.products import stack_header, write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import FramePlan, Plan, stable_hash
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
@@ -41,24 +40,15 @@ def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
     for fp in plan.frames:
         if fp.frame.type != "light":
             continue
-        if report.frames.get(str(fp.frame.path), {}).get("status") in (FrameStatus.done, FrameStatus.skipped):
+        if report.frames.get(str(fp.frame.path), {}).get("status") in (FrameStatus.done, FrameStatus.reused):
             groups[stack_name(fp)].append(fp)
     return groups
 
 
 def _header(frames: list[FramePlan], params: dict) -> fits.Header:
-    header = frames[0].frame.fits_header().copy(strip=True)
-    times = [fp.params.exptime for fp in frames]
-    header["NCOMBINE"] = (len(frames), "calibrated lights combined")
-    header["EXPTOTAL"] = (float(np.sum(times)), "[s] total exposure of the inputs")
-    header["EXPMEAN"] = (float(np.mean(times)), "[s] mean exposure of the inputs")
-    header["BUNIT"] = "adu"
-    for key, value in params.items():
-        header[f"HIERARCH CCDFLOW COMBINE {key.upper()}"] = "none" if value is None else value
-    header["CCDFLVER"] = (__version__, "ccdflow version")
-    for fp in frames:
-        header.add_history(f"input {fp.frame.path.name}")
-    return header
+    # the first calibrated light's header: its WCS already describes the image area
+    return stack_header(fits.getheader(frames[0].output), exptimes=[fp.params.exptime for fp in frames],
+                        params=params, inputs=[str(fp.frame.path) for fp in frames])
 
 
 def combine_calibrated(frames: list[FramePlan], store: Store, params: CombineParams, *,
