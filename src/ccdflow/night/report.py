@@ -48,6 +48,7 @@ class NightReport:
     frames: dict[str, dict] = field(default_factory=dict)
     stacks: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)  # inputs not reduced, with the reason
 
     @property
     def failures(self) -> dict[str, str]:
@@ -91,6 +92,7 @@ class NightReport:
                          f"{f.get('error') or ''}")
         for name, s in self.stacks.items():
             lines.append(f"{'stack ' + name:<34} {s['status']:<8} {s['seconds']:>8.2f}")
+        lines.extend(f"warning: {message}" for message in self.warnings)
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
         lines.append(f"frames: {self.count('done')} done, {self.count('skipped')} already done, "
                      f"{self.count('failed')} failed; {stages}")

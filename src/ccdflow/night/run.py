@@ -14,10 +14,10 @@ import dask
 from distributed import Client, as_completed
 
 from ccdflow._version import __version__
-from ccdflow.io.filelist import read_filelist, scan_directory
+from ccdflow.io.filelist import drop_duplicates, read_filelist, scan_directory
 from ccdflow.io.report_page import write_report_page_or_warn
 from ccdflow.night.cluster import open_cluster
-from ccdflow.night.config import NightConfig
+from ccdflow.night.config import NightConfig, ResumeMode
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.plan import Plan, make_plan
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
@@ -25,6 +25,7 @@ from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_jo
 from ccdflow.night.stage_masters import build_master
 from ccdflow.night.stage_stacks import stack_lights
 from ccdflow.night.store import Store, cube_rows
+from ccdflow.night.verify import repair_store, reuse_problem
 
 __all__ = ["NightReport", "plan_night", "reduce_night"]
 
@@ -40,7 +41,14 @@ def plan_night(config: NightConfig) -> Plan:
         If the file list or folder cannot be read.
     """
     listed = read_filelist(config.filelist) if config.filelist else scan_directory(config.directory)
-    return make_plan(describe_frames(listed), config)
+    listed, repeated = drop_duplicates(listed)
+    plan = make_plan(describe_frames([f for f in listed if not f.ignored],
+                                     content=config.resume == ResumeMode.content), config)
+    plan.ignored.update({str(f.path): f.ignored for f in listed if f.ignored})
+    plan.warnings[:0] = [*repeated, *(f"{path}: ignored: {why}" for path, why in plan.ignored.items())]
+    plan.warnings.extend(note for notes in plan.notes.values() for note in notes)
+    plan.warnings.extend(note for fp in plan.frames for note in fp.notes)
+    return plan
 
 
 def _progress(iterable, total: int, label: str, show: bool):
@@ -84,10 +92,14 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
                       f"({failed_masters[missing[0]]})"))
             continue
         record = store.record(fp.cube, fp.output.stem)
-        if record and record.get("key") == fp.key and fp.output.exists():
-            report.frames[str(fp.frame.path)] = asdict(FrameResult(
-                str(fp.frame.path), str(fp.output), FrameStatus.skipped, 0.0, None, record.get("stats")))
-            continue
+        if record and record.get("key") == fp.key:
+            damage = reuse_problem(fp, record, store)
+            if damage is None:
+                report.frames[str(fp.frame.path)] = asdict(FrameResult(
+                    str(fp.frame.path), str(fp.output), FrameStatus.skipped, 0.0, None,
+                    record.get("stats"), list(fp.notes) or None))
+                continue
+            report.warnings.append(f"{fp.output}: {damage}; redone")
         store.forget_record(fp.cube, fp.output.stem)
         jobs.append(FrameJob(fp, store, config.calibration.mask))
     return jobs
@@ -153,10 +165,13 @@ def reduce_night(config: NightConfig, *, scheduler: str | None = None,
     for message in plan.warnings:
         echo(f"warning: {message}")
     for path, reason in plan.failures.items():
-        report.frames[path] = asdict(FrameResult(path, "", FrameStatus.failed, 0.0, reason))
+        report.frames[path] = asdict(FrameResult(path, "", FrameStatus.failed, 0.0, reason,
+                                                 warnings=plan.notes.get(path)))
+    report.ignored.update(plan.ignored)
     config.output.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(config)
     store = Store(config.output / "work.zarr")
+    report.warnings.extend(repair_store(store.path))
     store.root()
     report.seconds["plan"] = time.perf_counter() - t0
     with open_cluster(config.cluster, scheduler=scheduler, n_workers=n_workers,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import defaultdict
 
@@ -14,11 +13,13 @@ from astropy.io import fits
 from ccdflow._version import __version__
 from ccdflow.array.chunks import rows_for_budget
 from ccdflow.array.combination import Combined, CombineParams, combine
+from ccdflow.io.names import header_text, safe_name
 from ccdflow.io.products import write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import FramePlan, Plan, stable_hash
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.store import Store
+from ccdflow.night.verify import STORE_ERRORS, file_problem, file_stamp
 
 __all__ = ["combine_calibrated", "stack_lights"]
 
@@ -30,7 +31,7 @@ def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
             continue
         if report.frames.get(str(fp.frame.path), {}).get("status") in (FrameStatus.done, FrameStatus.skipped):
             name = f"{fp.frame.filter or 'none'}_{fp.frame.object or 'field'}"
-            groups[re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)].append(fp)
+            groups[safe_name(name)].append(fp)
     return groups
 
 
@@ -45,7 +46,7 @@ def _header(frames: list[FramePlan], params: dict) -> fits.Header:
         header[f"HIERARCH CCDFLOW COMBINE {key.upper()}"] = "none" if value is None else value
     header["CCDFLVER"] = (__version__, "ccdflow version")
     for fp in frames:
-        header.add_history(f"input {fp.frame.path.name}")
+        header.add_history(f"input {header_text(fp.frame.path.name)}")
     return header
 
 
@@ -97,8 +98,11 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig,
         start = time.perf_counter()
         path = config.output / "stacks" / f"{name}.fits"
         key = stable_hash([fp.key for fp in frames], params.to_dict())
-        attrs = store.root("r").get(f"stacks/{name}")
-        if attrs is not None and attrs.attrs.get("key") == key and path.exists():
+        try:
+            attrs = dict(store.root("r")[f"stacks/{name}"].attrs)
+        except STORE_ERRORS:
+            attrs = {}
+        if attrs.get("key") == key and file_problem(path, attrs.get("fits_stamp")) is None:
             out[name] = {"status": ProductStatus.reused, "output": str(path), "seconds": 0.0,
                          "inputs": [str(fp.frame.path) for fp in frames]}
             continue
@@ -106,7 +110,8 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig,
         data, error, count = dask.compute(result.data, result.error, result.count)
         write_master(path, data=data, error=error, count=count,
                      header=_header(frames, params.to_dict()))
-        store.root().require_group(f"stacks/{name}").attrs.update({"key": key})
+        store.root().require_group(f"stacks/{name}").attrs.update(
+            {"key": key, "fits_stamp": file_stamp(path)})
         out[name] = {"status": ProductStatus.built, "output": str(path),
                      "seconds": time.perf_counter() - start,
                      "inputs": [str(fp.frame.path) for fp in frames]}
