@@ -8,7 +8,6 @@ out), no input file changed, and no file created outside the output folder.
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
 

@@ -152,9 +152,9 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
     """Build (or reuse) one master; unreadable or unusable input frames are dropped and reported.
 
     An input is unusable when it cannot be read, or (a flat) when its level after bias and
-    dark subtraction is not above zero by `FLAT_LEVEL_SIGMAS` times the read noise (in ADU). The master fails (and so do the lights that need it)
-    when no input is left, when it has no finite pixel, or (a flat) when its level is not a
-    finite positive number.
+    dark subtraction is not above zero by `FLAT_LEVEL_SIGMAS` times the read noise (in ADU).
+    The master fails (and so do the lights that need it) when no input is left, when it has no
+    finite pixel, or (a flat) when its level is not a finite positive number.
 
     Parameters
     ----------
