@@ -15,6 +15,7 @@ import unicodedata
 __all__ = ["header_text", "safe_name"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
+_PATH_LIKE = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
 _MAX_LENGTH = 100  # leaves room for suffixes under the 255-byte limit of common file systems
 
 
@@ -22,9 +23,10 @@ def safe_name(text: str, *, fallback: str = "unnamed") -> str:
     """A name made of ``A-Z a-z 0-9 _ . + -`` only, never ``.``/``..`` nor starting with a dot.
 
     Accented letters lose their accent (``lumière`` -> ``lumiere``); every other run of unsafe
-    characters (``/``, spaces, ``..`` at the start, control characters) becomes one ``-``. When
-    something had to be changed beyond removing accents, or the name is too long, a short hash
-    of the original is appended, so two different originals never share a safe name.
+    characters (spaces, ``/``, ``*``, control characters) becomes one ``-``, and dots are not
+    kept at either end. Unless the only change was a space made ``-`` (or an accent dropped),
+    a short hash of the original is appended, so that a path-like or symbol-laden original
+    (``../V``, ``V*``) can never take the name of a plain one (``V``).
 
     Parameters
     ----------
@@ -40,8 +42,8 @@ def safe_name(text: str, *, fallback: str = "unnamed") -> str:
 
     Examples
     --------
-    >>> safe_name("light_V_001"), safe_name("lumière_V_001")
-    ('light_V_001', 'lumiere_V_001')
+    >>> safe_name("light_V_001"), safe_name("lumière_V_001"), safe_name("V_SYNTH FIELD")
+    ('light_V_001', 'lumiere_V_001', 'V_SYNTH-FIELD')
     >>> safe_name("../../etc/passwd")
     'etc-passwd-936d7c'
     >>> safe_name("..")
@@ -51,7 +53,10 @@ def safe_name(text: str, *, fallback: str = "unnamed") -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     cleaned = _UNSAFE.sub("-", ascii_text).strip("-.")
     cleaned = re.sub(r"\.{2,}", ".", cleaned)
-    if cleaned == ascii_text.replace("\x00", "") and cleaned and len(cleaned) <= _MAX_LENGTH:
+    # a path-like original could be made to collide with a plain one: those carry a hash
+    path_like = _PATH_LIKE.search(text) or text.startswith(".")
+    only_spaces = cleaned == ascii_text.replace(" ", "-")  # "SYNTH FIELD": common, kept readable
+    if cleaned and len(cleaned) <= _MAX_LENGTH and not path_like and only_spaces:
         return cleaned
     digest = hashlib.sha1(text.encode("utf-8", "surrogateescape"), usedforsecurity=False)
     return f"{(cleaned or fallback)[:_MAX_LENGTH]}-{digest.hexdigest()[:6]}"
