@@ -32,6 +32,9 @@ from click.testing import CliRunner
 from ccdflow.cli import main
 
 
+pytestmark = pytest.mark.slow  # one small night reduced per case, about 1.5 s each
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> Night:
     night = write_clean_night(tmp_path_factory.mktemp("clean"))

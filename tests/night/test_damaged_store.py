@@ -14,6 +14,9 @@ from ccdflow.night import store
 from ccdflow.night.store import Store
 
 
+pytestmark = pytest.mark.slow  # one small night reduced per case, about 1.5 s each
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> Night:
     night = write_clean_night(tmp_path_factory.mktemp("clean"))
