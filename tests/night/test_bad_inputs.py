@@ -31,7 +31,6 @@ from click.testing import CliRunner
 
 from ccdflow.cli import main
 
-
 pytestmark = pytest.mark.slow  # one small night reduced per case, about 1.5 s each
 
 

@@ -13,7 +13,6 @@ from ccdflow.errors import MissingCalibrationError
 from ccdflow.night import store
 from ccdflow.night.store import Store
 
-
 pytestmark = pytest.mark.slow  # one small night reduced per case, about 1.5 s each
 
 
