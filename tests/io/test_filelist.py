@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdflow.errors import ConfigError, FrameReadError
-from ccdflow.io.filelist import ListedFrame, read_filelist, scan_directory
+from ccdflow.errors import ConfigError
+from ccdflow.io.filelist import ListedFrame, drop_duplicates, read_filelist, scan_directory
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -164,25 +164,41 @@ def test_scan_reads_gzip_frames(tmp_path):
     assert [(f.path.name, f.type) for f in scan_directory(tmp_path)] == [("b.fits.gz", "dark")]
 
 
-def test_scan_a_frame_without_a_type_card_is_named(tmp_path):
+def test_scan_a_frame_without_a_type_card_is_listed_as_ignored(tmp_path):
     _fits(tmp_path / "a.fits", IMAGETYP="BIAS")
     untyped = _fits(tmp_path / "b.fits", OBJECT="M31")
-    with pytest.raises(ConfigError, match=re.escape(f"{untyped}: no IMAGETYP or OBSTYPE card")):
-        scan_directory(tmp_path)
+    frames = scan_directory(tmp_path)
+    assert [f.type for f in frames] == ["bias", ""]
+    assert frames[1].path == untyped.resolve() and frames[1].error is None
+    assert frames[1].ignored == "no IMAGETYP or OBSTYPE card to tell the frame type"
 
 
-def test_scan_an_unknown_type_is_named(tmp_path):
+def test_scan_an_unknown_type_is_listed_as_ignored(tmp_path):
     odd = _fits(tmp_path / "a.fits", IMAGETYP="FOCUS")
-    with pytest.raises(ConfigError, match=re.escape(str(odd)) + ".*unknown frame type 'FOCUS'"):
-        scan_directory(tmp_path)
+    (frame,) = scan_directory(tmp_path)
+    assert frame.path == odd.resolve() and "unknown frame type 'FOCUS'" in frame.ignored
 
 
-def test_scan_an_unreadable_frame_is_named(tmp_path):
+def test_scan_an_unreadable_frame_is_listed_with_its_error(tmp_path):
     _fits(tmp_path / "a.fits", IMAGETYP="BIAS")
     bad = tmp_path / "b.fits"
     bad.write_bytes(b"definitely not FITS" * 200)
-    with pytest.raises(FrameReadError, match=re.escape(str(bad))):
-        scan_directory(tmp_path)
+    frames = scan_directory(tmp_path)
+    assert frames[0].type == "bias" and frames[0].error is None
+    assert frames[1].type == "" and frames[1].ignored is None
+    assert frames[1].error.startswith("FrameReadError: ") and str(bad) in frames[1].error
+
+
+def test_drop_duplicates_keeps_the_first_listing_by_file_and_hdu(tmp_path):
+    path = _fits(tmp_path / "a.fits", IMAGETYP="BIAS")
+    link = tmp_path / "link.fits"
+    link.symlink_to(path)
+    frames = [ListedFrame("bias", path, 0, "l:1"), ListedFrame("flat", link, 0, "l:2"),
+              ListedFrame("bias", path, 1, "l:3"), ListedFrame("bias", path, 0, "l:4")]
+    kept, warnings = drop_duplicates(frames)
+    assert [f.origin for f in kept] == ["l:1", "l:3"]
+    assert [w.split(":")[1] for w in warnings] == ["2", "4"]
+    assert all("already listed as bias at l:1; counted once" in w for w in warnings)
 
 
 def test_scan_a_missing_folder(tmp_path):

@@ -175,7 +175,7 @@ def test_example_yaml_names_every_key():
     data = yaml.safe_load(EXAMPLE.read_text())
     fields = lambda cls: {f.name for f in dataclasses.fields(cls)}  # noqa: E731
     assert set(data) == {"input", "output", "calibration", "combine", "min_frames",
-                         "stack_lights", "cluster"}
+                         "stack_lights", "resume", "cluster"}
     assert set(data["calibration"]) == fields(CalibrationConfig)
     assert set(data["calibration"]["overscan_params"]) == fields(OverscanParams)
     assert set(data["combine"]) == {"bias", "dark", "flat", "light"}

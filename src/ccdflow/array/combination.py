@@ -294,7 +294,9 @@ class Combined:
 
 def _combine_chunk(block: np.ndarray, levels: np.ndarray | None, kwargs: dict) -> np.ndarray:
     if levels is not None:
-        block = block / levels.astype(np.float32)
+        # a frame of level 0 or NaN gives inf/NaN values here; the caller judges the levels
+        with np.errstate(divide="ignore", invalid="ignore"):
+            block = block / levels.astype(np.float32)
     return combine_block(block, **kwargs)
 
 

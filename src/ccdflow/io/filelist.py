@@ -7,23 +7,30 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccdflow.errors import ConfigError
+from ccdflow.errors import CcdflowError, ConfigError
 from ccdflow.io.fits import read_header
 from ccdflow.io.headers import frame_type
 
-__all__ = ["ListedFrame", "read_filelist", "scan_directory"]
+__all__ = ["ListedFrame", "drop_duplicates", "read_filelist", "scan_directory"]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz", ".fits.fz")
 
 
 @dataclass(frozen=True)
 class ListedFrame:
-    """One entry of a frame list: canonical type, absolute path, HDU, and where it came from."""
+    """One entry of a frame list: canonical type, absolute path, HDU, and where it came from.
+
+    ``error`` says why a scanned file cannot be read (it is then reported as failed), ``ignored``
+    why a readable one is not reduced (no type card, a type ccdflow does not reduce); ``type`` is
+    empty in both cases.
+    """
 
     type: str
     path: Path
     hdu: int = 0
     origin: str = ""
+    error: str | None = None
+    ignored: str | None = None
 
 
 def read_filelist(path: str | os.PathLike) -> list[ListedFrame]:
@@ -87,6 +94,11 @@ def read_filelist(path: str | os.PathLike) -> list[ListedFrame]:
 def scan_directory(directory: str | os.PathLike) -> list[ListedFrame]:
     """List the FITS frames of a folder, typed by their ``IMAGETYP`` (or ``OBSTYPE``) card.
 
+    One odd file never stops the scan: a file that cannot be read as FITS (empty, truncated,
+    not FITS at all) is listed with its ``error``, and one without a type card or of a type
+    ccdflow does not reduce (``FOCUS``, a stale ``MASTER BIAS``) with the reason it is
+    ``ignored``.
+
     Parameters
     ----------
     directory : str or path-like
@@ -100,24 +112,77 @@ def scan_directory(directory: str | os.PathLike) -> list[ListedFrame]:
     Raises
     ------
     ConfigError
-        If the folder is missing or holds no FITS frame, or a frame's type card is missing or
-        unknown (the file is named).
-    FrameReadError
-        If a frame cannot be read.
+        If the folder is missing or holds no FITS file name at all.
+
+    Examples
+    --------
+    >>> frames = scan_directory("raw/")  # doctest: +SKIP
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError(str(directory), "not a folder")
-    frames = []
-    for path in sorted(directory.iterdir()):
-        if not path.name.lower().endswith(FITS_SUFFIXES) or not path.is_file():
-            continue
-        hdu, header = read_header(path)
-        value = header.get("IMAGETYP", header.get("OBSTYPE"))
-        if value is None:
-            raise ConfigError(str(path), "no IMAGETYP or OBSTYPE card to tell the frame type")
-        frames.append(ListedFrame(frame_type(str(value), key=f"{path}: IMAGETYP"), path.resolve(),
-                                  hdu, str(path)))
+    frames = [_classify(path) for path in sorted(directory.iterdir())
+              if path.name.lower().endswith(FITS_SUFFIXES) and path.is_file()]
     if not frames:
         raise ConfigError(str(directory), "no FITS frames found")
     return frames
+
+
+def _classify(path: Path) -> ListedFrame:
+    try:
+        hdu, header = read_header(path)
+    except CcdflowError as err:
+        return ListedFrame("", path.resolve(), 0, str(path), error=f"{type(err).__name__}: {err}")
+    value = header.get("IMAGETYP", header.get("OBSTYPE"))
+    if value is None:
+        return ListedFrame("", path.resolve(), hdu, str(path),
+                           ignored="no IMAGETYP or OBSTYPE card to tell the frame type")
+    try:
+        kind = frame_type(str(value), key=f"{path}: IMAGETYP")
+    except ConfigError as err:
+        return ListedFrame("", path.resolve(), hdu, str(path), ignored=err.reason)
+    return ListedFrame(kind, path.resolve(), hdu, str(path))
+
+
+def drop_duplicates(frames: list[ListedFrame]) -> tuple[list[ListedFrame], list[str]]:
+    """Keep the first listing of each frame; a repeated one is dropped with a warning.
+
+    The same frame is the same HDU of the same file: same resolved path, or same device and
+    inode (a hard link, or a path through a symbolic link). A file listed under two types is
+    kept under the first.
+
+    Parameters
+    ----------
+    frames : list of ListedFrame
+        As listed.
+
+    Returns
+    -------
+    (list of ListedFrame, list of str)
+        The frames, each once, in order; one warning per dropped line.
+
+    Examples
+    --------
+    >>> a = ListedFrame("bias", Path("/no/such/b1.fits"), 0, "night.csv:2")
+    >>> b = ListedFrame("dark", Path("/no/such/b1.fits"), 0, "night.csv:5")
+    >>> kept, warnings = drop_duplicates([a, b])
+    >>> len(kept), warnings[0]
+    (1, 'night.csv:5: /no/such/b1.fits[0] is already listed as bias at night.csv:2; counted once')
+    """
+    seen: dict[tuple, ListedFrame] = {}
+    kept, warnings = [], []
+    for frame in frames:
+        try:
+            st = os.stat(frame.path)
+            identity: tuple = ("inode", st.st_dev, st.st_ino, frame.hdu)
+        except OSError:  # unreadable: its failure is reported once, under its path
+            identity = ("path", str(frame.path), frame.hdu)
+        first = seen.get(identity)
+        if first is None:
+            seen[identity] = frame
+            kept.append(frame)
+            continue
+        kind = first.type or "an unused frame"
+        warnings.append(f"{frame.origin}: {frame.path}[{frame.hdu}] is already listed as {kind} "
+                        f"at {first.origin}; counted once")
+    return kept, warnings

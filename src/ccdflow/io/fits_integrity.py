@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 
 from astropy.io import fits
@@ -28,7 +29,7 @@ READ_ERRORS = (
 
 
 def check_cards(header: fits.Header, *, path: str, hdu: int) -> None:
-    """Raise if a card of ``header`` has a value astropy cannot parse.
+    """Raise if a card of ``header`` has a value astropy cannot parse, or ``BSCALE`` is 0.
 
     astropy parses card values only when they are used, and then either raises a bare
     ``VerifyError`` (``EXPTIME = 12x.0``) or rewrites the card with a warning (an unterminated
@@ -46,7 +47,8 @@ def check_cards(header: fits.Header, *, path: str, hdu: int) -> None:
     Raises
     ------
     FrameReadError
-        Naming the file, the HDU and the first card that cannot be parsed.
+        Naming the file, the HDU and the first card that cannot be parsed, or ``BSCALE`` when
+        it is 0 or not finite.
 
     Notes
     -----
@@ -71,3 +73,9 @@ def check_cards(header: fits.Header, *, path: str, hdu: int) -> None:
             raise FrameReadError(
                 path, f"header card {card.keyword} has a value that cannot be parsed", hdu=hdu
             ) from err
+    # a zero (or non-finite) scale maps every stored value to BZERO: the pixels are lost
+    for key in ("BSCALE",):
+        value = header.get(key, 1.0)
+        if isinstance(value, int | float) and not (math.isfinite(value) and value != 0):
+            raise FrameReadError(path, f"{key} = {value!r}: the pixel values cannot be recovered",
+                                 hdu=hdu)

@@ -18,6 +18,7 @@ from ccdflow.errors import ConfigError, ExposureTimeWarning, FrameError
 __all__ = [
     "EXPTIME_KEYS",
     "FRAME_TYPES",
+    "MAX_EXPTIME",
     "GAIN_KEYS",
     "IMAGE_AREA_KEYS",
     "OVERSCAN_KEYS",
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 EXPTIME_KEYS = (
     "EXPTIME", "EXPOSURE", "XPOSURE", "EXP_TIME", "EXPOSED", "ITIME", "TELAPSED", "ELAPSED",
 )
+
+#: The longest exposure time believed, s (about 11.6 days). Nothing exposes longer; a larger
+#: value is a corrupt or misread card, and dividing or scaling by it would give garbage.
+MAX_EXPTIME = 1e6
 
 #: Keywords searched, in order, for the gain in e-/ADU.
 GAIN_KEYS = ("GAIN", "EGAIN")
@@ -171,7 +176,17 @@ def find_exposure_time(header: fits.Header, *, path: str = "<header>") -> float 
     Raises
     ------
     FrameError
-        If that keyword holds something that is not a non-negative number.
+        If that keyword holds something that is not a number between 0 and `MAX_EXPTIME`.
+
+    Examples
+    --------
+    >>> find_exposure_time(fits.Header([("EXPOSURE", 30.0)]))
+    30.0
+    >>> try:
+    ...     find_exposure_time(fits.Header([("EXPTIME", 1e30)]), path="raw.fits")
+    ... except FrameError as err:
+    ...     print(err)
+    raw.fits: EXPTIME = 1e+30 s is beyond 1e+06 s: not a plausible exposure time
     """
     for key in EXPTIME_KEYS:
         if key in header:
@@ -180,6 +195,9 @@ def find_exposure_time(header: fits.Header, *, path: str = "<header>") -> float 
             if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not math.isfinite(value) or value < 0):
                 raise FrameError(path, f"{key} = {value!r} is not a non-negative exposure time")
+            if value > MAX_EXPTIME:
+                raise FrameError(path, f"{key} = {value:g} s is beyond {MAX_EXPTIME:g} s: "
+                                 "not a plausible exposure time")
             return float(value)
     return None
 

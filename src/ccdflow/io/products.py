@@ -16,10 +16,11 @@ from ccdflow.array.masks import MASK_DTYPE, mask_header
 from ccdflow.errors import FrameReadError
 from ccdflow.io.fits import read_header, read_rows
 from ccdflow.io.headers import find_exposure_time
+from ccdflow.io.names import header_text
 from ccdflow.io.write import write_fits
 
-__all__ = ["add_combine_cards", "calibrated_header", "file_sha1", "master_header", "read_extensions",
-           "read_master", "stack_header", "write_calibrated", "write_master"]
+__all__ = ["add_combine_cards", "add_fallback_notes", "calibrated_header", "file_sha1", "master_header",
+           "read_extensions", "read_master", "stack_header", "write_calibrated", "write_master"]
 
 # Cards that describe the raw file's storage or layout, not the calibrated image.
 _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO",
@@ -203,7 +204,7 @@ def stack_header(first: fits.Header, *, exptimes: list[float], params: dict,
     add_combine_cards(header, params)
     header["CCDFLVER"] = (__version__, "ccdflow version")
     for i, name in enumerate(inputs, start=1):
-        header[f"INPUT{i:03d}" if i < 1000 else "HISTORY"] = Path(name).name
+        header[f"INPUT{i:03d}" if i < 1000 else "HISTORY"] = header_text(Path(name).name)
     return header
 
 
@@ -254,7 +255,39 @@ def master_header(*, kind: str, inputs: list[str], params: CombineParams, n_fram
         header[key] = (value, comment)
     header["CCDFLVER"] = (__version__, "ccdflow version")
     for i, name in enumerate(inputs, start=1):
-        header[f"INPUT{i:03d}" if i < 1000 else "HISTORY"] = Path(name).name
+        header[f"INPUT{i:03d}" if i < 1000 else "HISTORY"] = header_text(Path(name).name)
+    return header
+
+
+def add_fallback_notes(header: fits.Header, notes: list[str] | tuple[str, ...]) -> fits.Header:
+    """Record the fallbacks a product was made with: ``CCDFNWRN`` and one ``COMMENT`` each.
+
+    A fallback is a documented default used because a card was missing or unusable (a gain of
+    1 e-/ADU, an exposure time of 1 s, a zero-second dark used as a bias). ``CCDFNWRN`` counts
+    them (0: none), and each is written as a ``COMMENT`` starting ``ccdflow fallback:``;
+    non-ASCII text is escaped (`ccdflow.io.names.header_text`).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Changed in place.
+    notes : sequence of str
+        The fallbacks, in words.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The same header.
+
+    Examples
+    --------
+    >>> header = add_fallback_notes(fits.Header(), ["raw.fits: no GAIN card; gain 1.0 assumed"])
+    >>> header["CCDFNWRN"], header["COMMENT"][0]
+    (1, 'ccdflow fallback: raw.fits: no GAIN card; gain 1.0 assumed')
+    """
+    header["CCDFNWRN"] = (len(notes), "fallbacks used (COMMENT ccdflow fallback lines)")
+    for note in notes:
+        header.add_comment(f"ccdflow fallback: {header_text(note)}")
     return header
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from ccdflow.array.sections import Region, parse_region
 from ccdflow.errors import ConfigError
 from ccdflow.io.frame_settings import HEADER, OFF, FrameSettings
 
-__all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "load_config"]
+__all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "ResumeMode", "load_config"]
 
 FRAME_KINDS = ("bias", "dark", "flat", "light")
 
@@ -84,6 +85,22 @@ class MinFrames:
         return [(kind, getattr(self, kind)) for kind in ("bias", "dark", "flat")]
 
 
+class ResumeMode(StrEnum):
+    """How a rerun decides that an input file is unchanged.
+
+    Examples
+    --------
+    >>> ResumeMode("content").value
+    'content'
+    """
+
+    metadata = "metadata"
+    """Path, size and modification time: cheap, but misses pixels rewritten in place with the
+    size and the time restored."""
+    content = "content"
+    """Also the SHA-1 of every input file's bytes: reads every input on every run."""
+
+
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$")
 
@@ -139,6 +156,7 @@ class CalibrationConfig:
     saturation: float | str | None = HEADER
     mask: bool = True
     float_frames_are_processed: bool = True
+    strict: bool = False
 
     def __post_init__(self):
         key = "calibration"
@@ -161,7 +179,7 @@ class CalibrationConfig:
             if value != HEADER and not (value is None and name == "saturation"):
                 object.__setattr__(self, name, parse_number(value, key=f"{key}.{name}",
                                                             strict=name == "gain"))
-        for name in ("mask", "float_frames_are_processed"):
+        for name in ("mask", "float_frames_are_processed", "strict"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{key}.{name}",
                                   f"expected true or false, got {getattr(self, name)!r}")
@@ -202,15 +220,20 @@ class CalibrationConfig:
                     out[name] = value
                 else:
                     out[name] = parse_number(value, key=f"{key}.{name}", strict=strict)
-        for name in ("mask", "float_frames_are_processed"):
+        for name in ("mask", "float_frames_are_processed", "strict"):
             if name in data:
                 if not isinstance(data[name], bool):
                     raise ConfigError(f"{key}.{name}", f"expected true or false, got {data[name]!r}")
                 out[name] = data[name]
         return cls(**out)
 
-    def frame_settings(self, *, strict: bool = False) -> FrameSettings:
-        """The settings every frame of the night is resolved with (`resolve_params`)."""
+    def frame_settings(self, *, strict: bool | None = None) -> FrameSettings:
+        """The settings every frame of the night is resolved with (`resolve_params`).
+
+        ``strict`` (default: the section's own ``strict``) makes a frame without an exposure
+        time a failure instead of taking 1 s.
+        """
+        strict = self.strict if strict is None else strict
         return FrameSettings(
             overscans=self.overscans if self.overscans is not None else (),
             overscan_method=self.overscan_method, overscan_params=self.overscan_params,
@@ -341,6 +364,8 @@ class NightConfig:
         Fewer frames of a type give a warning.
     stack_lights : bool
         Also combine the calibrated lights per filter and object.
+    resume : ResumeMode
+        How a rerun tells an unchanged input: ``metadata`` (path, size, time) or ``content``.
     cluster : ClusterConfig
         Where to compute.
     quality : QualityConfig
@@ -362,6 +387,7 @@ class NightConfig:
     combine: CombineByKind = CombineByKind()
     min_frames: MinFrames = MinFrames()
     stack_lights: bool = False
+    resume: ResumeMode = ResumeMode.metadata
     cluster: ClusterConfig = ClusterConfig()
     quality: QualityConfig = QualityConfig()
     source: Path | None = None
@@ -380,6 +406,7 @@ class NightConfig:
                 raise ConfigError(name, f"expected {kind.__name__}, got {getattr(self, name)!r}")
         if not isinstance(self.stack_lights, bool):
             raise ConfigError("stack_lights", f"expected true or false, got {self.stack_lights!r}")
+        object.__setattr__(self, "resume", parse_enum(ResumeMode, self.resume, key="resume"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base: str | Path = ".",
@@ -388,7 +415,7 @@ class NightConfig:
         if not isinstance(data, Mapping):
             raise ConfigError("<config>", f"expected a mapping at the top, got {type(data).__name__}")
         known = {"input", "output", "calibration", "combine", "min_frames", "stack_lights", "cluster",
-                 "quality"}
+                 "quality", "resume"}
         for name in data:
             if name not in known:
                 raise ConfigError(str(name), f"unknown key; expected one of {sorted(known)}")
@@ -427,6 +454,7 @@ class NightConfig:
             min_frames=MinFrames(**min_frames),
             stack_lights=stack,
             quality=QualityConfig.from_dict(_mapping(data.get("quality"), "quality"), base=base),
+            resume=parse_enum(ResumeMode, data.get("resume", "metadata"), key="resume"),
             cluster=ClusterConfig.from_dict(_mapping(data.get("cluster"), "cluster")),
             source=source,
         )
@@ -447,11 +475,13 @@ class NightConfig:
                 "image_area": region(cal.image_area),
                 "gain": cal.gain, "read_noise": cal.read_noise, "saturation": cal.saturation,
                 "mask": cal.mask, "float_frames_are_processed": cal.float_frames_are_processed,
+                "strict": cal.strict,
             },
             "combine": {k: v.to_dict() for k, v in self.combine.items()},
             "min_frames": dict(self.min_frames.items()),
             "stack_lights": self.stack_lights,
             "quality": self.quality.to_dict(),
+            "resume": self.resume.value,
             "cluster": {"scheduler": self.cluster.scheduler, "n_workers": self.cluster.n_workers,
                         "threads_per_worker": self.cluster.threads_per_worker,
                         "memory_limit": self.cluster.memory_limit,

@@ -12,6 +12,8 @@ from ccdflow.errors import CcdflowError
 from ccdflow.io.filelist import ListedFrame
 from ccdflow.io.fits import read_header
 from ccdflow.io.headers import find_exposure_time
+from ccdflow.io.names import safe_name
+from ccdflow.io.products import file_sha1
 
 __all__ = ["FrameInfo", "describe_frames", "file_identity", "output_stem"]
 
@@ -38,8 +40,8 @@ class FrameInfo:
 
     @property
     def stem(self) -> str:
-        """The file name without FITS and compression suffixes."""
-        return output_stem(self.path)
+        """The file name without FITS and compression suffixes, made safe (`safe_name`)."""
+        return safe_name(output_stem(self.path), fallback="frame")
 
 
 def output_stem(path: Path) -> str:
@@ -52,10 +54,15 @@ def output_stem(path: Path) -> str:
     return name
 
 
-def file_identity(path: Path) -> tuple:
-    """What says a file changed: its absolute path, size and modification time."""
+def file_identity(path: Path, *, content: bool = False) -> tuple:
+    """What says a file changed: its absolute path, size and modification time (and content).
+
+    With ``content``, the SHA-1 of the file's bytes is added: pixels rewritten in place with the
+    size and modification time restored are then noticed too, at the cost of reading every file.
+    """
     st = os.stat(path)
-    return (str(path), st.st_size, st.st_mtime_ns)
+    identity = (str(path), st.st_size, st.st_mtime_ns)
+    return (*identity, file_sha1(path)) if content else identity
 
 
 def _is_reduced_product(header: fits.Header) -> bool:
@@ -65,13 +72,15 @@ def _is_reduced_product(header: fits.Header) -> bool:
     return bitpix < 0 or (isinstance(bscale, int | float) and bscale != 1)
 
 
-def describe_frames(listed: list[ListedFrame]) -> list[FrameInfo]:
+def describe_frames(listed: list[ListedFrame], *, content: bool = False) -> list[FrameInfo]:
     """Read every listed frame's header (never its pixels); unreadable frames carry an error.
 
     Parameters
     ----------
     listed : list of ListedFrame
         From `ccdflow.io.filelist.read_filelist` or `scan_directory`.
+    content : bool
+        Put each file's SHA-1 in its identity (``resume: content``), not only size and time.
 
     Returns
     -------
@@ -80,6 +89,10 @@ def describe_frames(listed: list[ListedFrame]) -> list[FrameInfo]:
     """
     frames = []
     for entry in listed:
+        if entry.error:
+            frames.append(FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
+                                    error=entry.error))
+            continue
         try:
             hdu, header = read_header(entry.path, hdu=entry.hdu)
             frames.append(FrameInfo(
@@ -89,9 +102,9 @@ def describe_frames(listed: list[ListedFrame]) -> list[FrameInfo]:
                 filter=str(header.get("FILTER", "")).strip(),
                 object=str(header.get("OBJECT", "")).strip(),
                 processed=_is_reduced_product(header),
-                header=header.tostring(), identity=file_identity(entry.path),
+                header=header.tostring(), identity=file_identity(entry.path, content=content),
             ))
-        except CcdflowError as err:
+        except (CcdflowError, OSError) as err:
             frames.append(FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
                                     error=f"{type(err).__name__}: {err}"))
     return frames

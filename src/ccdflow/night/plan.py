@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ccdflow._version import __version__
@@ -16,11 +16,13 @@ from ccdflow.array.calibration import CalibrationParams
 from ccdflow.array.combination import ClipMethod, CombineParams
 from ccdflow.errors import CcdflowError, IncompatibleFramesError, MissingCalibrationError
 from ccdflow.io.frame_settings import Resolved, resolve_params
+from ccdflow.io.names import safe_name
 from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import FrameInfo, file_identity
 from ccdflow.night.stage_bpm import BPM, BpmPlan
 
-__all__ = ["FramePlan", "MasterPlan", "Plan", "make_plan", "master_combine", "stable_hash"]
+__all__ = ["FramePlan", "MasterPlan", "Plan", "flat_name", "make_plan", "master_combine",
+           "stable_hash"]
 
 
 def stable_hash(*parts) -> str:
@@ -41,6 +43,7 @@ class MasterPlan:
     combine: CombineParams
     needs: tuple[str, ...]  # names of the masters applied to its frames
     key: str = ""
+    notes: tuple[tuple[str, str], ...] = ()  # (frame path, fallback used), for report and header
 
     @property
     def exptimes(self) -> tuple[float, ...]:
@@ -62,6 +65,7 @@ class FramePlan:
     index: int  # position in its cube
     key: str = ""
     bpm: str | None = None  # the night's bad-pixel mask, for lights
+    notes: tuple[str, ...] = ()  # fallbacks used (a default gain, 1 s assumed), for report and header
 
 
 @dataclass
@@ -74,6 +78,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     bpms: dict[str, BpmPlan] = field(default_factory=dict)  # name -> plan, per filter
     inputs: list[str] = field(default_factory=list)  # every listed frame, in the list's order
+    ignored: dict[str, str] = field(default_factory=dict)  # path -> why it is not reduced
+    notes: dict[str, list[str]] = field(default_factory=dict)  # path -> fallbacks used
 
     def cubes(self) -> dict[str, list[FramePlan]]:
         """Frames of each zarr cube, in cube order."""
@@ -94,15 +100,11 @@ def is_processed(frame: FrameInfo, config: NightConfig) -> bool:
             and frame.type != "light")
 
 
-def frame_params(frame: FrameInfo, config: NightConfig) -> CalibrationParams:
-    """Resolve the calibration parameters of one frame with `ccdflow.io.frame_settings`.
+def frame_resolved(frame: FrameInfo, config: NightConfig) -> Resolved:
+    """Resolve one frame with `ccdflow.io.frame_settings`: parameters, sources and fallbacks.
 
     A processed (floating-point) calibration frame is used whole, without overscan.
     """
-    return _resolved(frame, config).params
-
-
-def _resolved(frame: FrameInfo, config: NightConfig) -> Resolved:
     settings = config.calibration.frame_settings()
     if is_processed(frame, config):
         settings = settings.replace(overscans=(), image_area=None)
@@ -134,7 +136,7 @@ def master_combine(kind: str, frames: list[FrameInfo], config: NightConfig) -> C
             or params.clip not in (ClipMethod.auto, ClipMethod.ccdclip) or params.scale is not None
             or any(is_processed(f, config) for f in frames)):
         return params
-    resolved = [_resolved(f, config) for f in frames]
+    resolved = [frame_resolved(f, config) for f in frames]
     if any(dict(r.sources)[name] == "default" for r in resolved for name in ("gain", "read_noise")):
         return params
     gains = {r.params.gain for r in resolved}
@@ -146,26 +148,58 @@ def master_combine(kind: str, frames: list[FrameInfo], config: NightConfig) -> C
     return params.replace(gain=gain, read_noise=noises.pop())
 
 
+def frame_params(frame: FrameInfo, config: NightConfig) -> CalibrationParams:
+    """The calibration parameters of one frame (see `frame_resolved`)."""
+    return frame_resolved(frame, config).params
+
+
+def flat_name(filter: str) -> str:
+    """The name of the master flat of a ``FILTER`` value (a safe name: it is a file and a key).
+
+    Examples
+    --------
+    >>> flat_name("V"), flat_name(""), flat_name("B/V")
+    ('flat_V', 'flat_none', 'flat_B-V-51538d')
+    """
+    return f"flat_{safe_name(filter or 'none')}"
+
+
+def _zero_second_darks_are_biases(frames: list[FrameInfo], plan: Plan) -> list[FrameInfo]:
+    """A dark of 0 s has no dark current to measure: it is a bias (cameras label biases so)."""
+    out = []
+    for frame in frames:
+        if frame.type == "dark" and frame.exptime == 0:
+            frame = replace(frame, type="bias")
+            plan.notes.setdefault(str(frame.path), []).append(
+                f"{frame.path}: a dark with an exposure time of 0 s is a bias; used as a bias")
+        out.append(frame)
+    return out
+
+
 def _master_groups(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
     groups: dict[str, list[FrameInfo]] = defaultdict(list)
     for frame in frames:
         if frame.type == "flat":
-            groups[f"flat_{frame.filter or 'none'}"].append(frame)
+            groups[flat_name(frame.filter)].append(frame)
         elif frame.type in ("bias", "dark"):
             groups[frame.type].append(frame)
     return groups
 
 
 def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
-                     failures: dict[str, str]) -> tuple[list[FrameInfo], CalibrationParams]:
+                     plan: Plan) -> tuple[list[FrameInfo], CalibrationParams]:
     """Keep the frames sharing the group's most common layout; report the others as failures."""
+    failures = plan.failures
     layouts: dict[tuple, list[tuple[FrameInfo, CalibrationParams]]] = defaultdict(list)
     for frame in group:
         try:
-            params = frame_params(frame, config)
+            resolved = frame_resolved(frame, config)
         except CcdflowError as err:
             failures[str(frame.path)] = f"{type(err).__name__}: {err}"
             continue
+        params = resolved.params
+        if resolved.notes:
+            plan.notes.setdefault(str(frame.path), []).extend(resolved.notes)
         layouts[(frame.shape, params.image_area, params.overscans,
                  is_processed(frame, config))].append((frame, params))
     if not layouts:
@@ -184,9 +218,9 @@ def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
 
 
 def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
-                 available: dict[str, MasterPlan], failures: dict[str, str]) -> MasterPlan:
+                 available: dict[str, MasterPlan], plan: Plan) -> MasterPlan:
     kind = name.split("_")[0]
-    group, first = _majority_layout(name, group, config, failures)
+    group, first = _majority_layout(name, group, config, plan)
     processed = is_processed(group[0], config)
     needs = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark")}[kind]
     if processed:
@@ -197,10 +231,11 @@ def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
             raise IncompatibleFramesError(
                 group[0].path, f"image area {first.image_area.shape} differs from master {need}'s "
                 f"{available[need].params.image_area.shape}")
+    notes = tuple((str(f.path), note) for f in group for note in plan.notes.get(str(f.path), ()))
     master = MasterPlan(name=name, kind=kind, filter=group[0].filter if kind == "flat" else "",
                         frames=tuple(group), params=first,
                         combine=master_combine(kind, group, config),
-                        needs=needs)
+                        needs=needs, notes=notes)
     # gain, read noise and saturation do not enter a master: leave them out of its key
     layout = {k: v for k, v in first.to_dict().items()
               if k in ("image_area", "overscans", "overscan_method", "overscan_params")}
@@ -244,6 +279,7 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
             plan.failures[str(frame.path)] = frame.error
         else:
             readable.append(frame)
+    readable = _zero_second_darks_are_biases(readable, plan)
     types_present = {f.type for f in readable}
     masters: dict[str, MasterPlan] = {}
     for name, group in sorted(_master_groups(readable).items(),
@@ -253,7 +289,7 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
             plan.warnings.append(f"{name}: only {len(group)} frame(s), fewer than the "
                                  f"{config.min_frames[kind]} asked for (min_frames.{kind})")
         try:
-            masters[name] = _plan_master(name, group, config, masters, plan.failures)
+            masters[name] = _plan_master(name, group, config, masters, plan)
         except CcdflowError as err:
             for frame in group:
                 plan.failures[str(frame.path)] = f"{type(err).__name__}: {err}"
@@ -299,13 +335,14 @@ def _plan_bpms(masters: dict[str, MasterPlan], config: NightConfig) -> dict[str,
 def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, MasterPlan],
                 types_present: set[str], stems: Counter, counters: Counter,
                 bpms: dict[str, BpmPlan]) -> FramePlan:
-    params = frame_params(frame, config)
+    resolved = frame_resolved(frame, config)
+    params = resolved.params
     bias = dark = flat = None
     if not is_processed(frame, config):
         bias = _pick("bias", frame, masters, "bias", types_present)
         dark = _pick("dark", frame, masters, "dark", types_present)
     if frame.type == "light":
-        flat = _pick("flat", frame, masters, f"flat_{frame.filter or 'none'}", types_present)
+        flat = _pick("flat", frame, masters, flat_name(frame.filter), types_present)
     for name in (bias, dark, flat):
         if name and masters[name].params.image_area.shape != params.image_area.shape:
             raise IncompatibleFramesError(
@@ -315,7 +352,7 @@ def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, Master
     if stems[stem] > 1:  # same file name in two folders
         stem = f"{stem}_{hashlib.sha1(str(frame.path).encode()).hexdigest()[:6]}"
     folder = "lights" if frame.type == "light" else "arcs"
-    cube = f"{folder}_{frame.filter or 'none'}"
+    cube = f"{folder}_{safe_name(frame.filter or 'none')}"
     index = counters[cube]
     counters[cube] += 1
     quality = config.quality.lights.to_dict() if frame.type == "light" else None
@@ -328,4 +365,4 @@ def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, Master
                       bpms[bpm_name].key if bpm_name else None)
     return FramePlan(frame=frame, params=params, bias=bias, dark=dark, flat=flat,
                      output=config.output / folder / f"{stem}.fits", cube=cube, index=index,
-                     key=key, bpm=bpm_name)
+                     key=key, bpm=bpm_name, notes=resolved.notes)

@@ -49,6 +49,7 @@ class NightReport:
     stacks: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     aborted: str | None = None  # why the run stopped before its end; None once it has finished
+    ignored: dict[str, str] = field(default_factory=dict)  # inputs not reduced, with the reason
 
     @property
     def failures(self) -> dict[str, str]:
@@ -110,6 +111,7 @@ class NightReport:
                          f"{f.get('error') or ''}")
         for name, s in self.stacks.items():
             lines.append(f"{'stack ' + name:<34} {s['status']:<8} {s['seconds']:>8.2f}")
+        lines.extend(f"warning: {message}" for message in self.warnings)
         if self.aborted:
             lines.append(f"aborted: {self.aborted}")
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())

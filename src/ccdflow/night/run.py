@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -18,11 +19,11 @@ from distributed.deploy import Cluster
 
 from ccdflow._version import __version__
 from ccdflow.errors import CcdflowError, NightAbortedError, WorkerMemoryError
-from ccdflow.io.filelist import read_filelist, scan_directory
+from ccdflow.io.filelist import drop_duplicates, read_filelist, scan_directory
 from ccdflow.io.report_page import write_report_page_or_warn
 from ccdflow.io.write import check_output_tree, guard_inputs, remove_stale_temporaries
 from ccdflow.night.cluster import open_cluster
-from ccdflow.night.config import NightConfig
+from ccdflow.night.config import NightConfig, ResumeMode
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.memory import light_bytes, stack_budget, worker_budget
 from ccdflow.night.plan import Plan, make_plan
@@ -32,6 +33,7 @@ from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_jo
 from ccdflow.night.stage_masters import build_master
 from ccdflow.night.stage_stacks import stack_lights, stack_name
 from ccdflow.night.store import Store, cube_rows
+from ccdflow.night.verify import repair_store, reuse_problem
 
 __all__ = ["NightReport", "abort_reason", "plan_night", "reduce_night"]
 
@@ -51,7 +53,14 @@ def plan_night(config: NightConfig) -> Plan:
         If the file list or folder cannot be read.
     """
     listed = read_filelist(config.filelist) if config.filelist else scan_directory(config.directory)
-    return make_plan(describe_frames(listed), config)
+    listed, repeated = drop_duplicates(listed)
+    plan = make_plan(describe_frames([f for f in listed if not f.ignored],
+                                     content=config.resume == ResumeMode.content), config)
+    plan.ignored.update({str(f.path): f.ignored for f in listed if f.ignored})
+    plan.warnings[:0] = [*repeated, *(f"{path}: ignored: {why}" for path, why in plan.ignored.items())]
+    plan.warnings.extend(note for notes in plan.notes.values() for note in notes)
+    plan.warnings.extend(note for fp in plan.frames for note in fp.notes)
+    return plan
 
 
 def _guard(plan: Plan, config: NightConfig) -> None:
@@ -81,17 +90,24 @@ def abort_reason(err: BaseException) -> str:
     """
     if isinstance(err, KeyboardInterrupt):
         return "interrupted (Ctrl-C); a rerun resumes"
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if _is_disk_full(err):
         where = f" writing {err.filename}" if err.filename else ""
-        return f"disk full{where}: [Errno {err.errno}] {err.strerror}"
+        code = err.errno if err.errno in (errno.ENOSPC, errno.EDQUOT) else errno.ENOSPC
+        return f"disk full{where}: [Errno {code}] {err.strerror or os.strerror(code)}"
     if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
         return f"output not writable: {err}"
     return f"{type(err).__name__}: {err}"
 
 
+def _is_disk_full(err: BaseException) -> bool:
+    # astropy re-raises a full disk as a bare OSError("Not enough space on disk: ...")
+    return isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         or "Not enough space on disk" in str(err))
+
+
 def _is_environment(err: BaseException) -> bool:
     return (isinstance(err, OSError) and not isinstance(err, CcdflowError)
-            and err.errno in ENVIRONMENT_ERRNOS)
+            and (err.errno in ENVIRONMENT_ERRNOS or _is_disk_full(err)))
 
 
 def _progress(iterable, total: int, label: str, show: bool):
@@ -153,13 +169,18 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
     for fp in plan.frames:
         missing = [n for n in (fp.bias, fp.dark, fp.flat, fp.bpm) if n in failed_masters]
         record = store.record(fp.cube, fp.output.stem)
+        damage = None
+        if not missing and record and record.get("key") == fp.key:
+            damage = reuse_problem(fp, record, store)
+            if damage is None:
+                report.frames[str(fp.frame.path)] = asdict(FrameResult(
+                    str(fp.frame.path), str(fp.output), FrameStatus.reused, 0.0, None,
+                    record.get("stats"), list(fp.notes) or None))
+                continue
+            report.warnings.append(f"{fp.output}: {damage}; redone")
         if missing:
             error = (f"MissingCalibrationError: master {missing[0]} could not be built "
                      f"({failed_masters[missing[0]]})")
-        elif record and record.get("key") == fp.key and fp.output.exists():
-            report.frames[str(fp.frame.path)] = asdict(FrameResult(
-                str(fp.frame.path), str(fp.output), FrameStatus.reused, 0.0, None, record.get("stats")))
-            continue
         elif budget is not None and light_bytes(fp) > budget:
             error = (f"{WorkerMemoryError.__name__}: {fp.frame.path}: calibrating it needs about "
                      f"{light_bytes(fp) / 2**20:.0f} MiB; a worker may use {budget / 2**20:.0f} MiB "
@@ -226,6 +247,7 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
     remove_stale_temporaries(config.output)
     report.write(config.output / "report.json")  # at once: an earlier report never outlives a rerun
     store = Store(config.output / "work.zarr")
+    report.warnings.extend(repair_store(store.path))
     store.root()
     budget = worker_budget(client)
     t = time.perf_counter()
@@ -326,7 +348,9 @@ def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | Non
     for message in plan.warnings:
         echo(f"warning: {message}")
     for path, reason in plan.failures.items():
-        report.frames[path] = asdict(FrameResult(path, "", FrameStatus.failed, 0.0, reason))
+        report.frames[path] = asdict(FrameResult(path, "", FrameStatus.failed, 0.0, reason,
+                                                 warnings=plan.notes.get(path)))
+    report.ignored.update(plan.ignored)
     report.seconds["plan"] = time.perf_counter() - t0
     with open_cluster(config.cluster, scheduler=scheduler, n_workers=n_workers,
                       echo=echo) as client:

@@ -12,14 +12,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ccdflow.array.calibration import Masters, calibrate_array, check_geometry, dark_scale
 from ccdflow.array.frame_quality import QualityParams
-from ccdflow.errors import CcdflowError
+from ccdflow.errors import CcdflowError, FrameError
 from ccdflow.io.fits import read_rows
-from ccdflow.io.products import calibrated_header, write_calibrated
+from ccdflow.io.names import header_text
+from ccdflow.io.products import add_fallback_notes, calibrated_header, write_calibrated
 from ccdflow.night.plan import FramePlan
 from ccdflow.night.report import FrameStatus
 from ccdflow.night.store import Store
+from ccdflow.night.verify import array_digest, file_stamp
 
 __all__ = ["FrameJob", "FrameResult", "calibrate_frame_job"]
 
@@ -46,10 +50,14 @@ class FrameResult:
     seconds: float = 0.0
     error: str | None = None
     stats: dict | None = None
+    warnings: list[str] | None = None  # fallbacks used (also in the product's header)
 
 
 def calibrate_frame_job(job: FrameJob) -> FrameResult:
     """Calibrate one frame on a worker; a `CcdflowError` becomes a failed result, not a crash.
+
+    A raw frame without a single finite pixel, or a result without one, is a failure: there is
+    nothing to calibrate, or nothing came out.
 
     Parameters
     ----------
@@ -70,6 +78,8 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
                        hdu=plan.frame.hdu)
         clock.lap("masters")
         raw = read_rows(str(plan.frame.path), plan.frame.hdu, slice(None))
+        if not np.isfinite(raw).any():
+            raise FrameError(plan.frame.path, "no pixel has a finite value", hdu=plan.frame.hdu)
         clock.lap("read")
         scale = math.nan if masters.dark is None else dark_scale(plan.params.exptime, masters.dark.exptime,
                                                             name=masters.dark.name)
@@ -77,24 +87,35 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         image, error, mask, stats = calibrate_array(raw, params=plan.params, masters=masters,
                                                     dark_scale=scale, norm=norm,
                                                     quality=job.quality)
+        if not np.isfinite(image).any():
+            raise FrameError(plan.frame.path, "no pixel has a finite value after calibration",
+                             hdu=plan.frame.hdu)
         clock.lap("calibrate")
         store.write_frame(plan.cube, plan.index, image, error, mask)
         clock.lap("zarr")
         header = calibrated_header(plan.frame.fits_header(), params=plan.params, masters=masters,
                                    dark_scale=scale, flat_norm=norm, stats=stats,
-                                   history=f"raw file {Path(plan.frame.path).name}")
+                                   history=f"raw file {header_text(Path(plan.frame.path).name)}")
+        add_fallback_notes(header, plan.notes)
         write_calibrated(plan.output, image=image, error=error, header=header,
                          mask=mask if job.write_mask else None)
         clock.lap("fits")
         seconds = time.perf_counter() - start
         stats = {**stats, "timings": clock.laps}
+        # as the cube holds them, so that a rerun can compare its slices with these
+        digests = {label: array_digest(np.asarray(array, dtype)) for label, array, dtype in
+                   (("image", image, np.float32), ("error", error, np.float32),
+                    ("mask", mask, np.uint8))}
         store.write_record(plan.cube, plan.output.stem, {
-            "key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats})
-        return FrameResult(str(plan.frame.path), str(plan.output), FrameStatus.done, seconds, None, stats)
+            "key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats,
+            "output_stamp": file_stamp(plan.output), "digests": digests})
+        return FrameResult(str(plan.frame.path), str(plan.output), FrameStatus.done, seconds, None,
+                           stats, list(plan.notes) or None)
     except CcdflowError as err:
         logger.error("%s: %s", plan.frame.path, err)
         return FrameResult(str(plan.frame.path), str(plan.output), FrameStatus.failed,
-                           time.perf_counter() - start, f"{type(err).__name__}: {err}")
+                           time.perf_counter() - start, f"{type(err).__name__}: {err}",
+                           warnings=list(plan.notes) or None)
 
 
 class _Stopwatch:

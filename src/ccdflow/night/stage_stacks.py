@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import defaultdict
 
@@ -13,17 +12,19 @@ from astropy.io import fits
 
 from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.array.combination import Combined, CombineParams, combine
+from ccdflow.io.names import safe_name
 from ccdflow.io.products import stack_header, write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import FramePlan, Plan, stable_hash
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.store import Store
+from ccdflow.night.verify import STORE_ERRORS, file_problem, file_stamp
 
 __all__ = ["combine_calibrated", "stack_lights", "stack_name"]
 
 
 def stack_name(frame: FramePlan) -> str:
-    """The stack a light goes into, ``<filter>_<object>`` in file-name-safe characters.
+    """The stack a light goes into: ``<filter>_<object>`` made safe by `safe_name`.
 
     Examples
     --------
@@ -31,8 +32,7 @@ def stack_name(frame: FramePlan) -> str:
     >>> stack_name(NS(frame=NS(filter="V", object="M 31")))
     'V_M-31'
     """
-    name = f"{frame.frame.filter or 'none'}_{frame.frame.object or 'field'}"
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
+    return safe_name(f"{frame.frame.filter or 'none'}_{frame.frame.object or 'field'}")
 
 
 def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
@@ -106,8 +106,11 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig, report: NightRep
         start = time.perf_counter()
         path = config.output / "stacks" / f"{name}.fits"
         key = stable_hash([fp.key for fp in frames], params.to_dict())
-        attrs = store.root("r").get(f"stacks/{name}")
-        if attrs is not None and attrs.attrs.get("key") == key and path.exists():
+        try:
+            attrs = dict(store.root("r")[f"stacks/{name}"].attrs)
+        except STORE_ERRORS:
+            attrs = {}
+        if attrs.get("key") == key and file_problem(path, attrs.get("fits_stamp")) is None:
             out[name] = {"status": ProductStatus.reused, "output": str(path), "seconds": 0.0,
                          "inputs": [str(fp.frame.path) for fp in frames]}
             continue
@@ -115,7 +118,8 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig, report: NightRep
         data, error, count = dask.compute(result.data, result.error, result.count)
         write_master(path, data=data, error=error, count=count,
                      header=_header(frames, params.to_dict()))
-        store.root().require_group(f"stacks/{name}").attrs.update({"key": key})
+        store.root().require_group(f"stacks/{name}").attrs.update(
+            {"key": key, "fits_stamp": file_stamp(path)})
         out[name] = {"status": ProductStatus.built, "output": str(path),
                      "seconds": time.perf_counter() - start,
                      "inputs": [str(fp.frame.path) for fp in frames]}

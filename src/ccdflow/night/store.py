@@ -7,6 +7,7 @@ that a rerun would mistake for finished work.
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ccdflow.array.calibration import Master
+from ccdflow.errors import MissingCalibrationError
+from ccdflow.night.verify import STORE_ERRORS, array_digest
 
 __all__ = ["Store", "cube_rows"]
 
@@ -38,27 +41,48 @@ class Store:
     # -- masters ----------------------------------------------------------------------------------
 
     def master_is_current(self, name: str, key: str) -> bool:
-        """Whether master ``name`` is complete and was built from the same inputs and parameters."""
+        """Whether master ``name`` is complete, intact and built from the same inputs and parameters.
+
+        Intact: every array's values still have the digest recorded when it was written (a
+        deleted or truncated chunk reads as fill values or garbage, never as the master).
+        """
         try:
-            attrs = self.root("r")[f"masters/{name}"].attrs
-        except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+            group = zarr.open_group(str(self.path), path=f"masters/{name}", mode="r")
+            attrs = dict(group.attrs)
+            if attrs.get("complete") is not True or attrs.get("key") != key:
+                return False
+            digests = attrs.get("digests") or {}
+            return bool(digests) and all(array_digest(group[label][...]) == digest
+                                         for label, digest in digests.items())
+        except (*STORE_ERRORS, zarr.errors.GroupNotFoundError):
             return False
-        return attrs.get("complete") is True and attrs.get("key") == key
 
     def write_master(self, name: str, *, data: np.ndarray, error: np.ndarray, count: np.ndarray,
                      attrs: dict[str, Any]) -> None:
-        """Write a master's arrays, then its attributes with ``complete = True`` last."""
+        """Write a master's arrays, then its attributes (digests, ``complete = True``) last.
+
+        Whatever was there before (possibly damaged) is removed first.
+        """
+        shutil.rmtree(self.path / "masters" / name, ignore_errors=True)
         group = self.root().require_group(f"masters/{name}")
         group.attrs["complete"] = False
+        digests = {}
         for label, array in (("data", data), ("error", error), ("count", count)):
             target = group.create_array(label, shape=array.shape, dtype=array.dtype,
                                         chunks=array.shape, compressors=[CODEC], overwrite=True)
             target[...] = array
-        group.attrs.update({**attrs, "complete": True})
+            digests[label] = array_digest(np.asarray(array, dtype=array.dtype))
+        group.attrs.update({**attrs, "digests": digests, "complete": True})
 
     def read_master(self, name: str) -> Master:
         """A master as the `Calibrator` uses it, with the FITS product's name and SHA-1."""
-        return _read_master(str(self.path), name, self.master_attrs(name)["key"])
+        try:
+            key = self.master_attrs(name)["key"]
+        except (*STORE_ERRORS, zarr.errors.GroupNotFoundError) as err:
+            raise MissingCalibrationError(
+                f"master {name} cannot be read from {self.path} ({type(err).__name__}: {err}); "
+                f"a rerun rebuilds it, or delete {self.path}/masters/{name}") from err
+        return _read_master(str(self.path), name, key)
 
     def master_attrs(self, name: str) -> dict[str, Any]:
         """The attributes of master ``name``."""
@@ -75,10 +99,15 @@ class Store:
         """
         root = self.root()
         path = f"cubes/{name}"
-        if path in root:
-            attrs = root[path].attrs
-            if attrs.get("frames") == frames and list(attrs.get("shape", [])) == list(shape):
-                return False
+        try:
+            if path in root:
+                attrs = root[path].attrs
+                if (attrs.get("frames") == frames and list(attrs.get("shape", [])) == list(shape)
+                        and all(label in root[path] for label in ("image", "error", "mask"))):
+                    return False
+        except STORE_ERRORS:
+            pass  # damaged: made afresh below
+        shutil.rmtree(self.path / "cubes" / name, ignore_errors=True)
         group = root.require_group(path)
         for label, dtype, fill in (("image", np.float32, np.nan), ("error", np.float32, np.nan),
                                    ("mask", np.uint8, 0)):
@@ -99,6 +128,17 @@ class Store:
         group["error"][index] = error
         group["mask"][index] = mask
 
+    def frame_intact(self, cube: str, index: int, digests: dict[str, str] | None) -> bool:
+        """Whether a frame's cube slices still hold the values recorded when they were written."""
+        if not digests:
+            return False
+        try:
+            arrays = self.cube_arrays(cube)
+            return all(array_digest(arrays[label][index]) == digest
+                       for label, digest in digests.items())
+        except (*STORE_ERRORS, zarr.errors.GroupNotFoundError):
+            return False
+
     def cube_arrays(self, cube: str) -> dict[str, zarr.Array]:
         """The arrays of a cube, for reading."""
         group = zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r")
@@ -110,9 +150,9 @@ class Store:
         """The record of a finished frame, or None."""
         try:
             group = zarr.open_group(str(self.path), path=f"records/{cube}/{stem}", mode="r")
-        except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+            return dict(group.attrs)
+        except (*STORE_ERRORS, zarr.errors.GroupNotFoundError):
             return None
-        return dict(group.attrs)
 
     def write_record(self, cube: str, stem: str, attrs: dict[str, Any]) -> None:
         """Record a frame as finished (written last, after its FITS file and cube slices)."""
@@ -121,20 +161,29 @@ class Store:
 
     def forget_record(self, cube: str, stem: str) -> None:
         """Drop a frame's record, so it is redone."""
-        try:
-            records = zarr.open_group(str(self.path), path=f"records/{cube}", mode="a")
-            if stem in records:
-                del records[stem]
-        except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
-            pass
+        shutil.rmtree(self.path / "records" / cube / stem, ignore_errors=True)
 
 
 @functools.lru_cache(maxsize=8)
 def _read_master(store: str, name: str, key: str) -> Master:
-    """Masters read once per worker process (keyed by their resume key, so a new one is reread)."""
-    group = zarr.open_group(store, path=f"masters/{name}", mode="r")
-    attrs = group.attrs
-    return Master(data=group["data"][...], error=group["error"][...],
+    """Masters read once per worker process (keyed by their resume key, so a new one is reread).
+
+    Each array is checked against the digest recorded with it: a damaged master is an error,
+    never a silent fill value.
+    """
+    try:
+        group = zarr.open_group(store, path=f"masters/{name}", mode="r")
+        attrs = group.attrs
+        arrays = {label: group[label][...] for label in ("data", "error")}
+        damaged = [label for label, array in arrays.items()
+                   if array_digest(array) != (attrs.get("digests") or {}).get(label)]
+    except (*STORE_ERRORS, zarr.errors.GroupNotFoundError) as err:
+        damaged = [f"unreadable ({type(err).__name__}: {err})"]
+    if damaged:
+        raise MissingCalibrationError(
+            f"master {name} in {store} is damaged ({', '.join(damaged)}); a rerun rebuilds it, "
+            f"or delete {store}/masters/{name}")
+    return Master(data=arrays["data"], error=arrays["error"],
                   exptime=attrs.get("exptime", 1.0), name=attrs.get("fits_name"),
                   sha1=attrs.get("fits_sha1"), norm=attrs.get("norm"),
                   inv_exptime=attrs.get("inv_exptime"))
