@@ -46,7 +46,8 @@ def test_defaults(tmp_path):
     assert (cal.gain, cal.read_noise, cal.saturation) == ("header", "header", "header")
     assert cal.mask is True and cal.float_frames_are_processed is True
     assert dict(config.combine.items()) == {
-        "bias": CombineParams(), "dark": CombineParams(), "flat": CombineParams(scale="median"),
+        "bias": CombineParams(), "dark": CombineParams(method="mean"),
+        "flat": CombineParams(scale="median"),
         "light": CombineParams()}
     assert dict(config.min_frames.items()) == {"bias": 3, "dark": 3, "flat": 3}
     assert config.stack_lights is False
@@ -93,7 +94,7 @@ def test_combine_fields_merge_with_the_frame_type_defaults(tmp_path):
                                                     "bias": {"sigma_lower": 3}}), base=tmp_path)
     assert config.combine["flat"] == CombineParams(method="mean", scale="median")
     assert config.combine["bias"] == CombineParams(sigma_lower=3.0)
-    assert config.combine["dark"] == CombineParams()
+    assert config.combine["dark"] == CombineParams(method="mean")
 
 
 def test_relative_paths_are_resolved_against_the_yaml_folder(tmp_path, monkeypatch):

@@ -104,7 +104,7 @@ def _grouped_median(values: np.ndarray) -> float:
 
 def test_master_bias_and_dark_against_numpy(tmp_path):
     # astropy's rejection, asked for explicitly, so that the whole chain is held against astropy
-    astropy_clip = {"clip": "sigma", "stdfunc": "mad_std"}
+    astropy_clip = {"method": "median", "clip": "sigma", "stdfunc": "mad_std"}
     night, config_path = _night(tmp_path, filters=("V",), n_light=1,
                                 combine={"bias": astropy_clip, "dark": astropy_clip})
     report = reduce_night(load_config(config_path), scheduler="synchronous", echo=lambda *_: None)

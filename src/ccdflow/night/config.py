@@ -37,7 +37,9 @@ class CombineByKind:
     """
 
     bias: CombineParams = CombineParams()
-    dark: CombineParams = CombineParams()
+    # a mean: the median of a few Poisson values sits below their mean, which would leave a
+    # dark-dominated light biased (IRAF's darkcombine averages too); rejection keeps it robust
+    dark: CombineParams = CombineParams(method="mean")
     flat: CombineParams = CombineParams(scale="median")
     light: CombineParams = CombineParams()
 
