@@ -59,3 +59,21 @@ def test_master_builders_are_lazy_and_flats_are_scaled(frames):
     data, count = dask.compute(flat.data, flat.count)
     assert abs(np.nanmedian(data) - 1) < 0.15 and count.max() == 4  # divided by its level
     assert dark.data.shape == params.image_area.shape
+
+
+def test_saturated_raw_pixels_never_enter_a_master():
+    rng = np.random.default_rng(5)
+    raw = rng.normal(20000.0, 100.0, (4, 12, 10)).astype(np.float32)
+    raw[1, 3, 4] = 65535.0  # saturated in one flat only
+    raw[:, 7, 2] = 65535.0  # saturated in every flat
+    area = Region(xmin=0, xmax=10, ymin=0, ymax=12)
+    geometry = StackGeometry(params=CalibrationParams(image_area=area, saturation=65535.0),
+                             exptimes=(5.0,) * 4)
+    corrected = corrected_stack(da.from_array(raw, chunks=(4, 6, 10)), geometry).compute()
+    assert np.isnan(corrected[1, 3, 4]) and np.isnan(corrected[:, 7, 2]).all()
+    assert np.isfinite(np.delete(corrected.reshape(4, -1), [3 * 10 + 4, 7 * 10 + 2], axis=1)).all()
+    result = master_flat(da.from_array(raw, chunks=(4, 6, 10)), geometry, bias=None, dark_rate=None)
+    data, count = dask.compute(result.data, result.count)
+    assert count[3, 4] == 3 and count[7, 2] == 0 and np.isnan(data[7, 2])
+    others = raw[[0, 2, 3], 3, 4] / np.median(raw[[0, 2, 3]], axis=(1, 2))
+    assert data[3, 4] == pytest.approx(np.median(others), rel=1e-3)

@@ -121,7 +121,8 @@ def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike
     Returns
     -------
     dask.array.Array
-        (N, image rows, image columns) float32.
+        (N, image rows, image columns) float32; NaN where the raw pixel is at or above
+        ``params.saturation`` (so it does not enter the combination, and the count map shows it).
     """
     params = geometry.params
     levels = overscan_levels(stack, params)
@@ -142,6 +143,10 @@ def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike
         out = out - np.asarray(scales, dtype=np.float32)[:, None, None] * dark_rate
     if per_second:
         out = out / np.maximum(times, np.float32(1e-30))
+    if params.saturation is not None:
+        # a saturated raw pixel says nothing of the level: it never enters a master
+        out = da.where(stack[:, area[0], area[1]] >= np.float32(params.saturation),
+                       np.float32(np.nan), out)
     return out.astype(np.float32)
 
 
