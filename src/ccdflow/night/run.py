@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import io
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict
 
-import click
 import dask
 from distributed import Client, as_completed
 from distributed.deploy import Cluster
@@ -26,7 +23,8 @@ from ccdflow.night.cluster import open_cluster
 from ccdflow.night.config import NightConfig, ResumeMode
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.memory import light_bytes, stack_budget, worker_budget
-from ccdflow.night.plan import Plan, make_plan
+from ccdflow.night.plan import MasterPlan, Plan, make_plan
+from ccdflow.night.progress import stage_progress
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.stage_bpm import BpmPlan, build_bpm
 from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_job
@@ -110,11 +108,6 @@ def _is_environment(err: BaseException) -> bool:
             and (err.errno in ENVIRONMENT_ERRNOS or _is_disk_full(err)))
 
 
-def _progress(iterable, total: int, label: str, show: bool):
-    return click.progressbar(iterable, length=total, label=label, show_pos=True,
-                             file=sys.stderr if show else io.StringIO())
-
-
 def _failed(job: FrameJob, err: BaseException) -> FrameResult:
     return FrameResult(str(job.plan.frame.path), str(job.plan.output), FrameStatus.failed,
                        error=f"{type(err).__name__}: {err}")
@@ -137,17 +130,18 @@ def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[F
     if client is None:
         tasks = [dask.delayed(_isolated, pure=False)(job) for job in jobs]
         results = []
-        with _progress(range(len(tasks)), len(tasks), "lights", show) as bar:
+        with stage_progress("lights", len(tasks), show=show) as advance:
             for start in range(0, len(tasks), 8):  # batches, so the bar moves
                 results.extend(dask.compute(*tasks[start:start + 8]))
-                bar.update(len(tasks[start:start + 8]))
+                advance(len(tasks[start:start + 8]))
         return results
     keys = [f"calibrate-{job.plan.output.stem}-{job.plan.key[:10]}" for job in jobs]
     futures = client.map(calibrate_frame_job, jobs, key=keys, pure=False)
     by_key = {future.key: job for future, job in zip(futures, jobs, strict=True)}
     results = []
-    with _progress(as_completed(futures), len(futures), "lights", show) as bar:
-        for future in bar:
+    with stage_progress("lights", len(futures), show=show) as advance:
+        for future in as_completed(futures):
+            advance(1)
             try:
                 results.append(future.result())
             except Exception as err:  # KilledWorker or anything the task raised: this light only
@@ -198,25 +192,33 @@ def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: d
 def _masters(plan: Plan, store: Store, config: NightConfig, report: NightReport, *,
              client: Client | None, budget: int | None, echo, progress: bool) -> dict[str, str]:
     failed: dict[str, str] = {}
-    for master in plan.masters:
-        band = stack_budget(master.params.image_area.shape, budget)
-        if any(need in failed for need in master.needs):
-            failed[master.name] = f"needs master {next(n for n in master.needs if n in failed)}"
-        elif band == 0:
-            failed[master.name] = (f"{WorkerMemoryError.__name__}: master {master.name} needs more "
-                                   f"than the {budget / 2**20:.0f} MiB a worker may use per task")
-        if master.name in failed:
-            report.masters[master.name] = {"name": master.name, "status": ProductStatus.failed,
-                                           "error": failed[master.name], "seconds": 0.0}
-            continue
-        echo(f"master {master.name}: {len(master.frames)} frames")
-        result = build_master(master, store, config, client=client, show=progress, budget=band)
-        report.masters[master.name] = result.to_dict()
-        if result.status == ProductStatus.failed:
-            failed[master.name] = result.error
+    with stage_progress("masters", len(plan.masters), show=progress) as advance:
+        for master in plan.masters:
+            _master(master, store, config, report, failed, client=client, budget=budget)
+            advance(1)
     for bpm in plan.bpms.values():
         _bad_pixel_mask(bpm, plan, store, config, failed, report)
     return failed
+
+
+def _master(master: MasterPlan, store: Store, config: NightConfig, report: NightReport,
+            failed: dict[str, str], *, client: Client | None, budget: int | None) -> None:
+    """Build one master unless a master it needs failed or it cannot fit a worker."""
+    band = stack_budget(master.params.image_area.shape, budget)
+    if any(need in failed for need in master.needs):
+        failed[master.name] = f"needs master {next(n for n in master.needs if n in failed)}"
+    elif band == 0:
+        failed[master.name] = (f"{WorkerMemoryError.__name__}: master {master.name} needs more "
+                               f"than the {budget / 2**20:.0f} MiB a worker may use per task")
+    if master.name in failed:
+        report.masters[master.name] = {"name": master.name, "status": ProductStatus.failed,
+                                       "error": failed[master.name], "seconds": 0.0}
+        return
+    logger.info("master %s: %d frames", master.name, len(master.frames))
+    result = build_master(master, store, config, client=client, budget=band)
+    report.masters[master.name] = result.to_dict()
+    if result.status == ProductStatus.failed:
+        failed[master.name] = result.error
 
 
 def _bad_pixel_mask(bpm: BpmPlan, plan: Plan, store: Store, config: NightConfig,
@@ -266,7 +268,7 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
         t = time.perf_counter()
         shape = plan.frames[0].params.image_area.shape if plan.frames else (1, 1)
         report.stacks.update(stack_lights(plan, store, config, report,
-                                          budget=stack_budget(shape, budget) or 1))
+                                          budget=stack_budget(shape, budget) or 1, show=progress))
         report.seconds["stacks"] = time.perf_counter() - t
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 import time
 from dataclasses import dataclass, replace
 
 import dask
 import dask.array as da
 import numpy as np
-from dask.diagnostics import ProgressBar
-from distributed import Client, progress
+from distributed import Client
 
 from ccdflow.array.calibration import flat_norm
 from ccdflow.array.chunks import CHUNK_BUDGET
@@ -88,17 +85,10 @@ def _combine(plan: MasterPlan, store: Store, budget: int):
     return master_flat(stack, geometry, bias=bias, dark_rate=dark, params=plan.combine), levels
 
 
-def _compute(result, levels, client: Client | None, show: bool):
-    """Compute a combine's three arrays (and the flats' levels) in one pass, with a progress bar."""
+def _compute(result, levels, client: Client | None):
+    """Compute a combine's three arrays (and the flats' levels) in one pass."""
     arrays = (result.data, result.error, result.count) + ((levels,) if levels is not None else ())
-    if client is not None:
-        futures = client.compute(list(arrays))
-        if show:
-            progress(futures, notebook=False)
-        values = client.gather(futures)
-    else:
-        with ProgressBar(out=sys.stderr) if show else contextlib.nullcontext():
-            values = dask.compute(*arrays)
+    values = client.gather(client.compute(list(arrays))) if client is not None else dask.compute(*arrays)
     return (*values[:3], values[3] if levels is not None else None)
 
 
@@ -119,13 +109,12 @@ def _unusable_flats(plan: MasterPlan, levels) -> dict[str, str]:
     return out
 
 
-def _combine_usable(plan: MasterPlan, store: Store, client, show: bool, dropped: dict[str, str],
-                    budget: int):
+def _combine_usable(plan: MasterPlan, store: Store, client, dropped: dict[str, str], budget: int):
     """Combine, leaving out each input that cannot be read or used, until the rest combine."""
     while True:
         try:
             result, levels = _combine(plan, store, budget)
-            data, error, count, levels = _compute(result, levels, client, show)
+            data, error, count, levels = _compute(result, levels, client)
             unusable = _unusable_flats(plan, levels) if levels is not None else {}
             if unusable:
                 raise _Unusable(unusable)
@@ -156,8 +145,7 @@ def _check_values(plan: MasterPlan, data: np.ndarray) -> float | None:
 
 
 def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
-                 client: Client | None = None, show: bool = False,
-                 budget: int = CHUNK_BUDGET) -> MasterResult:
+                 client: Client | None = None, budget: int = CHUNK_BUDGET) -> MasterResult:
     """Build (or reuse) one master; unreadable or unusable input frames are dropped and reported.
 
     An input is unusable when it cannot be read, or (a flat) when its level after bias and
@@ -175,8 +163,6 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
         For the output folder.
     client : distributed.Client, optional
         The cluster's client; the local dask scheduler otherwise.
-    show : bool
-        Show a progress bar.
     budget : int
         Bytes of one stack chunk (row bands are sized to it; see `ccdflow.night.memory`).
 
@@ -193,7 +179,7 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
     start = time.perf_counter()
     dropped: dict[str, str] = {}
     try:
-        plan, data, error, count = _combine_usable(plan, store, client, show, dropped, budget)
+        plan, data, error, count = _combine_usable(plan, store, client, dropped, budget)
         norm = _check_values(plan, data)
     except CcdflowError as err:
         return MasterResult(plan.name, ProductStatus.failed, str(output), inputs, error=_text(err),

@@ -16,6 +16,7 @@ from ccdflow.io.names import safe_name
 from ccdflow.io.products import stack_header, write_master
 from ccdflow.night.config import NightConfig
 from ccdflow.night.plan import FramePlan, Plan, stable_hash
+from ccdflow.night.progress import stage_progress
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.store import Store
 from ccdflow.night.verify import STORE_ERRORS, file_problem, file_stamp
@@ -89,7 +90,7 @@ def combine_calibrated(frames: list[FramePlan], store: Store, params: CombinePar
 
 
 def stack_lights(plan: Plan, store: Store, config: NightConfig, report: NightReport, *,
-                 budget: int = CHUNK_BUDGET) -> dict[str, dict]:
+                 budget: int = CHUNK_BUDGET, show: bool = False) -> dict[str, dict]:
     """Combine the calibrated lights of each filter and object into ``stacks/<filter>_<object>``.
 
     Reads the cube slices of the frames, combines them with ``config.combine["light"]`` in row
@@ -102,25 +103,32 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig, report: NightRep
     """
     out = {}
     params = config.combine["light"]
-    for name, frames in _groups(plan, report).items():
-        start = time.perf_counter()
-        path = config.output / "stacks" / f"{name}.fits"
-        key = stable_hash([fp.key for fp in frames], params.to_dict())
-        try:
-            attrs = dict(store.root("r")[f"stacks/{name}"].attrs)
-        except STORE_ERRORS:
-            attrs = {}
-        if attrs.get("key") == key and file_problem(path, attrs.get("fits_stamp")) is None:
-            out[name] = {"status": ProductStatus.reused, "output": str(path), "seconds": 0.0,
-                         "inputs": [str(fp.frame.path) for fp in frames]}
-            continue
-        result = combine_calibrated(frames, store, params, budget=budget)
-        data, error, count = dask.compute(result.data, result.error, result.count)
-        write_master(path, data=data, error=error, count=count,
-                     header=_header(frames, params.to_dict()))
-        store.root().require_group(f"stacks/{name}").attrs.update(
-            {"key": key, "fits_stamp": file_stamp(path)})
-        out[name] = {"status": ProductStatus.built, "output": str(path),
-                     "seconds": time.perf_counter() - start,
-                     "inputs": [str(fp.frame.path) for fp in frames]}
+    groups = _groups(plan, report)
+    with stage_progress("stacks", len(groups), show=show) as advance:
+        for name, frames in groups.items():
+            out[name] = _stack(name, frames, store, config, params, budget)
+            advance(1)
     return out
+
+
+def _stack(name: str, frames: list[FramePlan], store: Store, config: NightConfig,
+           params: CombineParams, budget: int) -> dict:
+    """Build (or reuse) one stack; its entry for the report."""
+    start = time.perf_counter()
+    path = config.output / "stacks" / f"{name}.fits"
+    key = stable_hash([fp.key for fp in frames], params.to_dict())
+    try:
+        attrs = dict(store.root("r")[f"stacks/{name}"].attrs)
+    except STORE_ERRORS:
+        attrs = {}
+    if attrs.get("key") == key and file_problem(path, attrs.get("fits_stamp")) is None:
+        return {"status": ProductStatus.reused, "output": str(path), "seconds": 0.0,
+                "inputs": [str(fp.frame.path) for fp in frames]}
+    result = combine_calibrated(frames, store, params, budget=budget)
+    data, error, count = dask.compute(result.data, result.error, result.count)
+    write_master(path, data=data, error=error, count=count,
+                 header=_header(frames, params.to_dict()))
+    store.root().require_group(f"stacks/{name}").attrs.update(
+        {"key": key, "fits_stamp": file_stamp(path)})
+    return {"status": ProductStatus.built, "output": str(path),
+            "seconds": time.perf_counter() - start, "inputs": [str(fp.frame.path) for fp in frames]}
