@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ccdflow import synthetic as syn
 from ccdflow.array.calibration import Master
@@ -22,7 +21,7 @@ from ccdflow.errors import (
     OutputExistsError,
 )
 from ccdflow.io import open_frame
-from conftest import DATA, raise_if_dask_computes
+from conftest import DATA, error_with_poisson, grouped_median, raise_if_dask_computes
 
 NY, NX, NOVER = 40, 48, 20
 SEED_AREA = dict(xmin=0, xmax=NX, ymin=NOVER, ymax=NY + NOVER)
@@ -68,26 +67,6 @@ def seed_files(tmp_path):
     return tmp_path, raws
 
 
-def _grouped_median(values: np.ndarray) -> float:
-    """Median of integer data interpolated within its central unit bin (grouped-data median)."""
-    values = np.sort(values.ravel())
-    v = values[(values.size - 1) // 2]
-    below, at = np.count_nonzero(values < v), np.count_nonzero(values == v)
-    return float(v - 0.5 + (values.size / 2 - below) / at)
-
-
-def _with_poisson(image, var_rest, f_n, sd, gain, half=3):
-    """Error with the Poisson term on ``E = f_n S + s D``, S the box mean without the pixel."""
-    finite = np.isfinite(image)
-    values = np.where(finite, image, 0.0)
-    window = (2 * half + 1, 2 * half + 1)
-    total = sliding_window_view(np.pad(values, half), window).sum(axis=(2, 3)) - values
-    count = sliding_window_view(np.pad(finite * 1.0, half), window).sum(axis=(2, 3)) - finite
-    local = total / count
-    expected = np.maximum(f_n * local + sd, 0)
-    own = (image - local) ** 2 > 25 * (var_rest + expected / gain / f_n**2)
-    expected = np.where(own, np.maximum(f_n * image + sd, 0), expected)
-    return np.sqrt(var_rest + expected / gain / f_n**2)
 
 
 def _reference(raw_path, bias_path, dark_path, gain, read_noise):
@@ -95,14 +74,14 @@ def _reference(raw_path, bias_path, dark_path, gain, read_noise):
     raw = fits.getdata(raw_path).astype(np.float64)
     t = fits.getheader(raw_path)["EXPTIME"]
     over = raw[:NOVER, :NX]
-    level = _grouped_median(over)
+    level = grouped_median(over)
     var_o = math.pi / 2 * over.var(ddof=1) / over.size
     bias, bias_err = fits.getdata(bias_path, 0), fits.getdata(bias_path, "ERROR")
     dark, dark_err = fits.getdata(dark_path, 0), fits.getdata(dark_path, "ERROR")
     s = t / fits.getheader(dark_path)["EXPTIME"]
     x = raw[NOVER:, :] - level - bias
     var = var_o + bias_err**2.0 + s**2 * dark_err**2.0 + (read_noise / gain) ** 2
-    return x - s * dark, _with_poisson(x - s * dark, var, 1.0, s * dark, gain), s
+    return x - s * dark, error_with_poisson(x - s * dark, var, 1.0, s * dark, gain), s
 
 
 def test_seed_example_runs_as_written(seed_files, monkeypatch):
@@ -290,7 +269,7 @@ def _sprat_numpy(light, dark_path, flat_path):
     norm = sigma_clipped_stats(flat)[0]
     f_n = flat / norm
     image = (raw - t_light / t_dark * dark) / f_n
-    return image, _with_poisson(image, 0.0, f_n, t_light / t_dark * dark, 2.45), norm
+    return image, error_with_poisson(image, 0.0, f_n, t_light / t_dark * dark, 2.45), norm
 
 
 def test_real_sprat_light_with_real_dark_and_flat(tmp_path):

@@ -7,19 +7,12 @@ from ccdflow.array.detector import Detector
 from ccdflow.array.overscan import OverscanMethods
 from ccdflow.errors import ConfigError
 from ccdflow.synthetic.amplifiers import make_amplifier_frame
-from conftest import raise_if_dask_computes
+from conftest import grouped_median, raise_if_dask_computes
 
 
 def _raws(frame):
     return {h: frame.hdul[h].data.astype(np.float32) for h in frame.detector.hdus}
 
-
-def _grouped_median(values: np.ndarray) -> float:
-    """Median of integer data interpolated within its central unit bin (grouped-data median)."""
-    values = np.sort(values.ravel())
-    v = values[(values.size - 1) // 2]
-    below, at = np.count_nonzero(values < v), np.count_nonzero(values == v)
-    return float(v - 0.5 + (values.size / 2 - below) / at)
 
 
 def _reference(frame):
@@ -28,7 +21,7 @@ def _reference(frame):
     for amp in frame.detector.amplifiers:
         raw = frame.hdul[amp.hdu].data.astype(np.float64)
         o = amp.overscans[0]
-        level = _grouped_median(raw[o.ymin:o.ymax, o.xmin:o.xmax])
+        level = grouped_median(raw[o.ymin:o.ymax, o.xmin:o.xmax])
         d, t = amp.data, amp.destination
         block = raw[d.ymin:d.ymax, d.xmin:d.xmax] - level
         if amp.flip_x:

@@ -24,6 +24,7 @@ from ccdflow import synthetic as syn
 from ccdflow.array.frame_quality import QualityParams
 from ccdflow.calibrator import Calibrator
 from ccdflow.night import load_config, reduce_night
+from conftest import grouped_median
 
 BIN = Path(sys.executable).parent
 CALIBRATION = {"overscans": "header", "overscan_method": "median_per_line",
@@ -94,13 +95,6 @@ def test_night_on_a_local_cluster_equals_the_calibrator_frame_by_frame(tmp_path,
         assert fits.getheader(out / "lights" / raw.name)["MFLATFNM"] == flat.name
 
 
-def _grouped_median(values: np.ndarray) -> float:
-    """Median of integer data interpolated within its central unit bin (grouped-data median)."""
-    values = np.sort(values)
-    v = values[(values.size - 1) // 2]
-    below, at = np.count_nonzero(values < v), np.count_nonzero(values == v)
-    return float(v - 0.5 + (values.size / 2 - below) / at)
-
 
 def test_master_bias_and_dark_against_numpy(tmp_path):
     # astropy's rejection, asked for explicitly, so that the whole chain is held against astropy
@@ -114,7 +108,7 @@ def test_master_bias_and_dark_against_numpy(tmp_path):
 
     def corrected(path):
         raw = fits.getdata(path).astype(np.float64)
-        level = np.array([[_grouped_median(row)] for row in raw[:, ov["xmin"]:ov["xmax"]]])
+        level = np.array([[grouped_median(row)] for row in raw[:, ov["xmin"]:ov["xmax"]]])
         return (raw - level)[area["ymin"]:area["ymax"], area["xmin"]:area["xmax"]]
 
     def clipped_median(stack):

@@ -16,6 +16,7 @@ from ccdflow.kernels.noiseclip import (
     MODE_AVSIGCLIP,
     MODE_CCDCLIP,
     MODE_POOLED,
+    _median,
     line_model,
     model_clip,
     noise_sigma,
@@ -32,15 +33,6 @@ _UNCERTAINTIES = {"empirical": 0, "ccdflow": 0, "ccdproc": 1, "model": 2}
 
 # astropy's mad_std, which ccdproc's sigma_func calls too.
 _MAD_TO_STD = 1.482602218505602
-
-
-@numba.njit(nogil=True, cache=True)
-def _median(x: np.ndarray, a: int, b: int) -> float:
-    n = b - a
-    mid = a + n // 2
-    if n % 2:
-        return x[mid]
-    return 0.5 * (x[mid - 1] + x[mid])
 
 
 @numba.njit(nogil=True, cache=True)

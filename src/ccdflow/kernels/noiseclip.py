@@ -33,6 +33,7 @@ _FIT_PASSES = 5
 
 @numba.njit(nogil=True, cache=True)
 def _median(x: np.ndarray, a: int, b: int) -> float:
+    # of the sorted range x[a:b] (the combine kernels sort each pixel's values first)
     n = b - a
     mid = a + n // 2
     if n % 2:
