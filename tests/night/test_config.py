@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ccdflow.array.badpixels import BadPixelParams
 from ccdflow.array.combination import CombineParams
+from ccdflow.array.cosmics import CosmicRayParams
+from ccdflow.array.frame_quality import QualityParams
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError
@@ -176,7 +179,11 @@ def test_example_yaml_names_every_key():
     data = yaml.safe_load(EXAMPLE.read_text())
     fields = lambda cls: {f.name for f in dataclasses.fields(cls)}  # noqa: E731
     assert set(data) == {"input", "output", "calibration", "combine", "min_frames",
-                         "stack_lights", "resume", "cluster"}
+                         "stack_lights", "quality", "resume", "cluster"}
+    own = {"bad_pixel_mask", "bad_pixel_params", "bad_pixels"}
+    assert set(data["quality"]) == fields(QualityParams) | own
+    assert set(data["quality"]["cosmic"]) == fields(CosmicRayParams)
+    assert set(data["quality"]["bad_pixel_params"]) == fields(BadPixelParams)
     assert set(data["calibration"]) == fields(CalibrationConfig)
     assert set(data["calibration"]["overscan_params"]) == fields(OverscanParams)
     assert set(data["combine"]) == {"bias", "dark", "flat", "light"}
