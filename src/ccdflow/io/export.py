@@ -1,6 +1,7 @@
 """Exports of a reduced 2-D image: static pictures (matplotlib) and interactive plotly figures.
 
-matplotlib and plotly are optional extras (``pip install "ccdflow[plots]"``), imported only when used.
+matplotlib and plotly are imported only when used; plotly is an optional extra
+(``pip install "ccdflow[plots]"``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Small inline pictures of images (PNG as ``data:`` URIs) and robust image statistics, for pages.
 
-matplotlib is an optional extra (``pip install "ccdflow[plots]"``), imported only when a picture is made.
+matplotlib is imported only when a picture is made, so that importing ccdflow stays light.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The page reads ``report.json`` and the FITS products (masters, calibrated lights, stacks), so it can be
 rebuilt at any time (``ccdflow report OUTPUT``). Pictures are inlined as base64 PNG: the page needs no
-network and no other file. matplotlib is needed for the pictures (``pip install "ccdflow[plots]"``).
+network and no other file. matplotlib draws the pictures.
 """
 
 from __future__ import annotations
