@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from astropy.io import fits
@@ -15,7 +18,10 @@ from ccdflow.io.headers import find_exposure_time
 from ccdflow.io.names import safe_name
 from ccdflow.io.products import file_sha1
 
-__all__ = ["FrameInfo", "describe_frames", "file_identity", "output_stem"]
+#: Threads reading headers at once: enough to hide a network file system's latency.
+READ_THREADS = 16
+
+__all__ = ["READ_THREADS", "FrameInfo", "describe_frames", "file_identity", "output_stem"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +41,41 @@ class FrameInfo:
     error: str | None = None
 
     def fits_header(self) -> fits.Header:
-        """The frame's header."""
+        """The frame's header, parsed once and shared: copy it before changing it."""
+        return self._parsed_header
+
+    @cached_property
+    def _parsed_header(self) -> fits.Header:
+        # cached_property writes the instance __dict__ directly, which a frozen dataclass allows
         return fits.Header.fromstring(self.header)
+
+    def __getstate__(self) -> dict:
+        # Ship the text only: a parsed Header pickles larger and slower than it re-parses.
+        return {k: v for k, v in self.__dict__.items() if k != "_parsed_header"}
+
+    @classmethod
+    def from_header(cls, *, type: str, path: Path, hdu: int, header: fits.Header,
+                    identity: tuple) -> FrameInfo:
+        """Describe a frame from its parsed header, which is kept (no second parse).
+
+        Examples
+        --------
+        >>> from pathlib import Path
+        >>> header = fits.Header([("NAXIS1", 4), ("NAXIS2", 3), ("EXPTIME", 2.0), ("FILTER", "V ")])
+        >>> info = FrameInfo.from_header(type="light", path=Path("a.fits"), hdu=0, header=header,
+        ...                              identity=())
+        >>> info.shape, info.exptime, info.filter, info.fits_header() is header
+        ((3, 4), 2.0, 'V', True)
+        """
+        info = cls(type=type, path=path, hdu=hdu,
+                   shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
+                   exptime=find_exposure_time(header, path=str(path)),
+                   filter=str(header.get("FILTER", "")).strip(),
+                   object=str(header.get("OBJECT", "")).strip(),
+                   processed=_is_reduced_product(header),
+                   header=header.tostring(), identity=identity)
+        info.__dict__["_parsed_header"] = header
+        return info
 
     @property
     def stem(self) -> str:
@@ -72,8 +111,13 @@ def _is_reduced_product(header: fits.Header) -> bool:
     return bitpix < 0 or (isinstance(bscale, int | float) and bscale != 1)
 
 
-def describe_frames(listed: list[ListedFrame], *, content: bool = False) -> list[FrameInfo]:
+def describe_frames(listed: list[ListedFrame], *, content: bool = False,
+                    known: Mapping[tuple, FrameInfo] | None = None,
+                    threads: int = READ_THREADS) -> list[FrameInfo]:
     """Read every listed frame's header (never its pixels); unreadable frames carry an error.
+
+    Headers are read by a pool of threads (opening and reading a file releases the GIL, which
+    matters most on network file systems), the results kept in the listed order.
 
     Parameters
     ----------
@@ -81,30 +125,58 @@ def describe_frames(listed: list[ListedFrame], *, content: bool = False) -> list
         From `ccdflow.io.filelist.read_filelist` or `scan_directory`.
     content : bool
         Put each file's SHA-1 in its identity (``resume: content``), not only size and time.
+    known : mapping, optional
+        Frames described before, by ``(identity, listed type, listed hdu)``
+        (see `ccdflow.night.header_cache`): a frame whose file is unchanged is taken from here,
+        its header not read again.
+    threads : int
+        Threads reading headers; 1 reads them one by one in this thread.
 
     Returns
     -------
     list of FrameInfo
         In the listed order.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> [info] = describe_frames([ListedFrame(type="bias", path=Path("/no/such.fits"))])
+    >>> info.error.startswith("FrameReadError")
+    True
     """
-    frames = []
-    for entry in listed:
-        if entry.error:
-            frames.append(FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
-                                    error=entry.error))
-            continue
-        try:
-            hdu, header = read_header(entry.path, hdu=entry.hdu)
-            frames.append(FrameInfo(
-                type=entry.type, path=entry.path, hdu=hdu,
-                shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
-                exptime=find_exposure_time(header, path=str(entry.path)),
-                filter=str(header.get("FILTER", "")).strip(),
-                object=str(header.get("OBJECT", "")).strip(),
-                processed=_is_reduced_product(header),
-                header=header.tostring(), identity=file_identity(entry.path, content=content),
-            ))
-        except (CcdflowError, OSError) as err:
-            frames.append(FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
-                                    error=f"{type(err).__name__}: {err}"))
-    return frames
+    known = known or {}
+
+    def describe(entry: ListedFrame) -> FrameInfo:
+        return _describe_one(entry, content=content, known=known)
+
+    if threads <= 1 or len(listed) <= 1:
+        return [describe(entry) for entry in listed]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ccdflow-headers") as pool:
+        return list(pool.map(describe, listed))
+
+
+def _describe_one(entry: ListedFrame, *, content: bool, known: Mapping[tuple, FrameInfo]
+                  ) -> FrameInfo:
+    if entry.error:
+        return FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu, error=entry.error)
+    try:
+        cached = _known(entry, content=content, known=known)
+        if cached is not None:
+            return cached
+        hdu, header = read_header(entry.path, hdu=entry.hdu)
+        return FrameInfo.from_header(type=entry.type, path=entry.path, hdu=hdu, header=header,
+                                     identity=file_identity(entry.path, content=content))
+    except (CcdflowError, OSError) as err:
+        return FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
+                         error=f"{type(err).__name__}: {err}")
+
+
+def _known(entry: ListedFrame, *, content: bool, known: Mapping[tuple, FrameInfo]
+           ) -> FrameInfo | None:
+    if not known:
+        return None
+    try:
+        identity = file_identity(entry.path, content=content)
+    except OSError:
+        return None  # read_header then says what is wrong, as for any unreadable file
+    return known.get((identity, entry.type, entry.hdu))

@@ -80,6 +80,8 @@ class Plan:
     inputs: list[str] = field(default_factory=list)  # every listed frame, in the list's order
     ignored: dict[str, str] = field(default_factory=dict)  # path -> why it is not reduced
     notes: dict[str, list[str]] = field(default_factory=dict)  # path -> fallbacks used
+    # every described frame with the HDU it was listed with, for the header cache
+    described: list[tuple[FrameInfo, int]] = field(default_factory=list)
 
     def cubes(self) -> dict[str, list[FramePlan]]:
         """Frames of each zarr cube, in cube order."""

@@ -22,6 +22,7 @@ from ccdflow.io.write import check_output_tree, guard_inputs, remove_stale_tempo
 from ccdflow.night.cluster import open_cluster
 from ccdflow.night.config import NightConfig, ResumeMode
 from ccdflow.night.frames import describe_frames
+from ccdflow.night.header_cache import CACHE_NAME, load_header_cache, save_header_cache
 from ccdflow.night.memory import light_bytes, stack_budget, worker_budget
 from ccdflow.night.plan import MasterPlan, Plan, make_plan
 from ccdflow.night.progress import stage_progress
@@ -52,13 +53,25 @@ def plan_night(config: NightConfig) -> Plan:
     """
     listed = read_filelist(config.filelist) if config.filelist else scan_directory(config.directory)
     listed, repeated = drop_duplicates(listed)
-    plan = make_plan(describe_frames([f for f in listed if not f.ignored],
-                                     content=config.resume == ResumeMode.content), config)
+    wanted = [f for f in listed if not f.ignored]
+    frames = describe_frames(wanted, content=config.resume == ResumeMode.content,
+                             known=load_header_cache(config.output))
+    plan = make_plan(frames, config)
+    plan.described = [(frame, entry.hdu) for frame, entry in zip(frames, wanted, strict=True)]
+    if config.output.is_dir():  # a plan alone (validate, plan) never creates the output folder
+        _save_header_cache(config, plan)
     plan.ignored.update({str(f.path): f.ignored for f in listed if f.ignored})
     plan.warnings[:0] = [*repeated, *(f"{path}: ignored: {why}" for path, why in plan.ignored.items())]
     plan.warnings.extend(note for notes in plan.notes.values() for note in notes)
     plan.warnings.extend(note for fp in plan.frames for note in fp.notes)
     return plan
+
+
+def _save_header_cache(config: NightConfig, plan: Plan) -> None:
+    try:
+        save_header_cache(config.output, plan.described)
+    except OSError as err:  # only a speed-up: a read-only output is reported by the run itself
+        logger.warning("%s: header cache not written (%s)", config.output, err)
 
 
 def _guard(plan: Plan, config: NightConfig) -> None:
@@ -244,6 +257,8 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
           echo, progress: bool) -> None:
     """Everything that writes: output folder, masters, lights, stacks; the report after each stage."""
     config.output.mkdir(parents=True, exist_ok=True)
+    if not (config.output / CACHE_NAME).exists():
+        _save_header_cache(config, plan)
     for folder in PRODUCT_FOLDERS[:4]:
         remove_stale_temporaries(config.output / folder)
     remove_stale_temporaries(config.output)
