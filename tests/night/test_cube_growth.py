@@ -10,6 +10,7 @@ from astropy.io import fits
 
 from ccdflow import synthetic as syn
 from ccdflow.night import load_config, reduce_night
+from ccdflow.night.store import Store
 
 CALIBRATION = {"overscans": "header", "image_area": "header", "gain": "header",
                "read_noise": "header"}
@@ -101,7 +102,38 @@ def test_adding_removing_and_reordering_lights_redo_only_new_ones(tmp_path):
     assert _cube_index(tmp_path / "grown") == {s: i for i, s in enumerate(stems)}
     _assert_same_stack(tmp_path / "grown", tmp_path / "fresh")
 
+    # a damaged slice of the appended light is found and exactly that light redone
+    chunks = list((tmp_path / "grown/work.zarr/cubes/lights_V/image/c/3").rglob("*"))
+    assert any(chunk.is_file() for chunk in chunks)
+    for chunk in (c for c in chunks if c.is_file()):
+        chunk.unlink()
+    sixth = _run(grown)
+    assert _statuses(sixth) == {**dict.fromkeys(stems[:3], "reused"), stems[3]: "done"}
+    assert _cube_index(tmp_path / "grown") == {s: i for i, s in enumerate(stems)}
+    _assert_same_stack(tmp_path / "grown", tmp_path / "fresh")
+
 
 def _fresh_copy(folder: Path, output: str) -> Path:
     _run(_config(folder, output))
     return folder / output
+
+
+def test_a_cube_written_before_the_map_keeps_its_frames_in_place(tmp_path):
+    root = zarr.open_group(str(tmp_path / "work.zarr"), mode="a")
+    group = root.require_group("cubes/lights_V")
+    for label, dtype in (("image", "float32"), ("error", "float32"), ("mask", "uint8")):
+        group.create_array(label, shape=(2, 4, 5), dtype=dtype, chunks=(1, 4, 5))
+    group["image"][1] = 7.0
+    group.attrs.update({"frames": ["a", "b"], "shape": [4, 5]})
+    root.require_group("records/lights_V/b").attrs["key"] = "k"
+
+    store = Store(tmp_path / "work.zarr")
+    assert store.ensure_cube("lights_V", stems=["c", "b"], shape=(4, 5), rows=4) == {
+        "a": 0, "b": 1, "c": 2}
+    assert store.record("lights_V", "b") == {"key": "k"}
+    image = store.cube_arrays("lights_V")["image"]
+    assert image.shape == (3, 4, 5)
+    np.testing.assert_array_equal(image[1], np.full((4, 5), 7.0, np.float32))
+    # another image shape cannot reuse the cube: made afresh, its records dropped
+    assert store.ensure_cube("lights_V", stems=["b"], shape=(4, 4), rows=4) == {"b": 0}
+    assert store.record("lights_V", "b") is None

@@ -121,12 +121,13 @@ class Store:
             self._new_cube(root, name, shape=shape, rows=rows)
             index = {}
         new = [stem for stem in dict.fromkeys(stems) if stem not in index]
-        if new:
-            index.update({stem: len(index) + i for i, stem in enumerate(new)})
-            group = root[path]
-            for label in ("image", "error", "mask"):
+        index.update({stem: len(index) + i for i, stem in enumerate(new)})
+        group = root[path]
+        for label in ("image", "error", "mask"):
+            if group[label].shape[0] < len(index):
                 group[label].resize((len(index), *shape))
-            # the map is written after the arrays grew: it never names a slice that is not there
+        # the map is written after the arrays grew: it never names a slice that is not there
+        if group.attrs.get("index") != index:
             group.attrs["index"] = index
         return index
 
@@ -139,6 +140,9 @@ class Store:
             group = root[path]
             attrs = group.attrs
             index = attrs.get("index")
+            if index is None and isinstance(attrs.get("frames"), list):
+                # a store written before the map: its frames sit in the order they were listed
+                index = {stem: i for i, stem in enumerate(attrs["frames"])}
             if (not isinstance(index, dict) or list(attrs.get("shape", [])) != list(shape)
                     or not all(label in group for label in ("image", "error", "mask"))):
                 return None
