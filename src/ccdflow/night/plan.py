@@ -62,7 +62,7 @@ class FramePlan:
     flat: str | None
     output: Path
     cube: str  # zarr cube group, per filter
-    index: int  # position in its cube
+    index: int  # position in its cube: list order here; the run assigns the slice the store keeps
     key: str = ""
     bpm: str | None = None  # the night's bad-pixel mask, for lights
     notes: tuple[str, ...] = ()  # fallbacks used (a default gain, 1 s assumed), for report and header

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import dask
 from distributed import Client, as_completed
@@ -166,12 +166,23 @@ def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[F
     return results
 
 
-def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: dict[str, str],
-                report: NightReport, budget: int | None) -> list[FrameJob]:
+def _place_in_cubes(plan: Plan, store: Store) -> None:
+    """Give each frame its slice from its cube's persistent stem -> index map.
+
+    The planner numbers frames in list order; the store's map keeps a frame's slice across runs
+    (new frames are appended), so adding, removing or reordering frames moves no other frame.
+    """
+    index: dict[str, dict[str, int]] = {}
     for cube, frames in plan.cubes().items():
         shape = frames[0].params.image_area.shape
-        store.ensure_cube(cube, frames=[f.output.stem for f in frames], shape=shape,
-                          rows=cube_rows(shape))
+        index[cube] = store.ensure_cube(cube, stems=[f.output.stem for f in frames], shape=shape,
+                                        rows=cube_rows(shape))
+    plan.frames = [replace(fp, index=index[fp.cube][fp.output.stem]) for fp in plan.frames]
+
+
+def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: dict[str, str],
+                report: NightReport, budget: int | None) -> list[FrameJob]:
+    _place_in_cubes(plan, store)
     jobs = []
     for fp in plan.frames:
         missing = [n for n in (fp.bias, fp.dark, fp.flat, fp.bpm) if n in failed_masters]

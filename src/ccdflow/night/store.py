@@ -90,35 +90,81 @@ class Store:
 
     # -- calibrated cubes -------------------------------------------------------------------------
 
-    def ensure_cube(self, name: str, *, frames: list[str], shape: tuple[int, int],
-                    rows: int) -> bool:
-        """Create cube ``name`` unless it exists with these frames and shape; True if (re)created.
+    def ensure_cube(self, name: str, *, stems: list[str], shape: tuple[int, int],
+                    rows: int) -> dict[str, int]:
+        """Open (or create) cube ``name`` and give each frame a slice; its stem -> index map.
+
+        A frame keeps its slice across runs: the map (attribute ``index``) only grows, a new stem
+        is appended and the arrays grow along axis 0 with it, so adding a frame to a finished
+        night leaves every other slice where it was. A stem no longer listed keeps its slice,
+        unused (nothing reads it). Only a cube of another image shape, or a damaged one, is made
+        afresh (its records go with it, so its frames are redone).
 
         Arrays ``image``, ``error`` (float32, NaN-filled) and ``mask`` (uint8), chunked
         ``(1, rows, columns)`` so that every frame writes only its own chunks.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> store = Store(tempfile.mkdtemp() + "/work.zarr")
+        >>> store.ensure_cube("lights_V", stems=["a", "b"], shape=(4, 4), rows=4)
+        {'a': 0, 'b': 1}
+        >>> store.ensure_cube("lights_V", stems=["c", "a"], shape=(4, 4), rows=4)
+        {'a': 0, 'b': 1, 'c': 2}
+        >>> store.cube_arrays("lights_V")["image"].shape
+        (3, 4, 4)
         """
         root = self.root()
         path = f"cubes/{name}"
+        index = self._cube_index(root, path, shape)
+        if index is None:
+            self._new_cube(root, name, shape=shape, rows=rows)
+            index = {}
+        new = [stem for stem in dict.fromkeys(stems) if stem not in index]
+        index.update({stem: len(index) + i for i, stem in enumerate(new)})
+        group = root[path]
+        for label in ("image", "error", "mask"):
+            if group[label].shape[0] < len(index):
+                group[label].resize((len(index), *shape))
+        # the map is written after the arrays grew: it never names a slice that is not there
+        if group.attrs.get("index") != index:
+            group.attrs["index"] = index
+        return index
+
+    @staticmethod
+    def _cube_index(root: zarr.Group, path: str, shape: tuple[int, int]) -> dict[str, int] | None:
+        """The stem -> index map of an intact cube of this shape, or None (absent, other, damaged)."""
         try:
-            if path in root:
-                attrs = root[path].attrs
-                if (attrs.get("frames") == frames and list(attrs.get("shape", [])) == list(shape)
-                        and all(label in root[path] for label in ("image", "error", "mask"))):
-                    return False
+            if path not in root:
+                return None
+            group = root[path]
+            attrs = group.attrs
+            index = attrs.get("index")
+            if index is None and isinstance(attrs.get("frames"), list):
+                # a store written before the map: its frames sit in the order they were listed
+                index = {stem: i for i, stem in enumerate(attrs["frames"])}
+            if (not isinstance(index, dict) or list(attrs.get("shape", [])) != list(shape)
+                    or not all(label in group for label in ("image", "error", "mask"))):
+                return None
+            if any(group[label].shape[0] < len(index) for label in ("image", "error", "mask")):
+                return None
+            return {str(stem): int(i) for stem, i in index.items()}
         except STORE_ERRORS:
-            pass  # damaged: made afresh below
+            return None  # damaged: made afresh
+
+    def _new_cube(self, root: zarr.Group, name: str, *, shape: tuple[int, int], rows: int) -> None:
+        """An empty cube (no slices yet); the cube's old records go, so its frames are redone."""
         shutil.rmtree(self.path / "cubes" / name, ignore_errors=True)
-        group = root.require_group(path)
+        group = root.require_group(f"cubes/{name}")
         for label, dtype, fill in (("image", np.float32, np.nan), ("error", np.float32, np.nan),
                                    ("mask", np.uint8, 0)):
-            group.create_array(label, shape=(len(frames), *shape), dtype=dtype,
+            group.create_array(label, shape=(0, *shape), dtype=dtype,
                                chunks=(1, rows, shape[1]), fill_value=fill, compressors=[CODEC],
                                overwrite=True)
-        group.attrs.update({"frames": frames, "shape": list(shape)})
+        group.attrs.update({"index": {}, "shape": list(shape)})
         records = root.require_group(f"records/{name}")
         for stem in list(records.group_keys()):
             del records[stem]
-        return True
 
     def write_frame(self, cube: str, index: int, image: np.ndarray, error: np.ndarray,
                     mask: np.ndarray) -> None:
