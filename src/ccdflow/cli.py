@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -126,7 +127,12 @@ def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
         _fail(err)
     except KeyboardInterrupt:
         click.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
-        sys.exit(ExitStatus.interrupted)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # leave now: the report says "interrupted" and every product is written atomically, while a
+        # normal interpreter shutdown would let the store's I/O threads print the errors of the
+        # writes the interrupt cut short after this line (the next run redoes that work)
+        os._exit(ExitStatus.interrupted)
     if not _quiet():
         click.echo(report.summary())
         page = config.output / "report.html"
