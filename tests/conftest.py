@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from pathlib import Path
 
 import dask
@@ -65,3 +66,26 @@ def error_with_poisson(image, var_rest, f_n, sd, gain, half=3):
     own = (image - local) ** 2 > 25 * (var_rest + expected / gain / f_n**2)
     expected = np.where(own, np.maximum(f_n * image + sd, 0), expected)
     return np.sqrt(var_rest + expected / gain / f_n**2)
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """Mount a tmpfs of the given size (a real, small disk that fills up) and unmount it after.
+
+    Skips the test, saying why, where mounting is not permitted.
+    """
+    mounted = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from ccdflow import synthetic as syn
@@ -56,22 +55,14 @@ def test_an_input_overwrite_is_2_before_any_work(tmp_path):
     assert not (tmp_path / "masters").exists() and not (tmp_path / "report.json").exists()
 
 
-def test_a_full_disk_is_3_with_one_line(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        run = _ccdflow(_night(tmp_path, size=64, output=str(disk / "reduced")))
-        assert run.returncode == ExitStatus.aborted == 3
-        lines = run.stderr.strip().splitlines()
-        assert lines[-1].startswith("aborted: disk full") and "[Errno 28]" in lines[-1]
-        report = json.loads((disk / "reduced/report.json").read_text())
-        assert report["ok"] is False and report["aborted"].startswith("disk full")
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
+def test_a_full_disk_is_3_with_one_line(tmp_path, mount_tmpfs):
+    disk = mount_tmpfs("160k")
+    run = _ccdflow(_night(tmp_path, size=64, output=str(disk / "reduced")))
+    assert run.returncode == ExitStatus.aborted == 3
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("aborted: disk full") and "[Errno 28]" in lines[-1]
+    report = json.loads((disk / "reduced/report.json").read_text())
+    assert report["ok"] is False and report["aborted"].startswith("disk full")
 
 
 def test_ctrl_c_is_130_and_says_a_rerun_resumes(tmp_path):

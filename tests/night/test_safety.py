@@ -3,7 +3,6 @@ only ccdflow's own temporaries; a full disk aborts the night with a report that 
 
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -174,15 +173,8 @@ def test_atomic_temporaries_are_named_for_ccdflow(tmp_path):
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+def tiny_disk(mount_tmpfs):
+    return mount_tmpfs("192k")
 
 
 def test_a_full_disk_aborts_the_night_and_the_report_says_so(tmp_path, tiny_disk):

@@ -21,7 +21,7 @@ from ccdflow.io.write import atomic_path
 if TYPE_CHECKING:
     import plotly.graph_objects
 
-__all__ = ["save_html", "save_image", "to_figure", "to_json", "zscale_limits"]
+__all__ = ["colormap", "save_html", "save_image", "to_figure", "to_json", "zscale_limits"]
 
 _FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
 _MIN_SIDE_PX = 512  # tiny images are enlarged so that the picture is still viewable
@@ -36,6 +36,20 @@ def _require(name: str) -> ModuleType:
         raise ImportError(
             f"{name} is needed to export images; install it with: pip install \"ccdflow[plots]\""
         ) from exc
+
+
+def colormap(name: str):
+    """A matplotlib colormap by name; an unknown name is a `ConfigError` naming ``cmap``.
+
+    Examples
+    --------
+    >>> colormap("gray").name
+    'gray'
+    """
+    try:
+        return _require("matplotlib").colormaps[name]
+    except KeyError as exc:
+        raise ConfigError("cmap", f"unknown matplotlib colormap {name!r}") from exc
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -119,13 +133,9 @@ def save_image(image: np.ndarray, path: str | os.PathLike, *, title: str | None 
     if dpi <= 0:
         raise ConfigError("dpi", f"must be positive, got {dpi}")
     image = _check_image(image)
-    mpl = _require("matplotlib")
     figure = _require("matplotlib.figure")
     backend = _require("matplotlib.backends.backend_agg")
-    try:
-        colormap = mpl.colormaps[cmap]
-    except KeyError as exc:
-        raise ConfigError("cmap", f"unknown matplotlib colormap {cmap!r}") from exc
+    colors = colormap(cmap)
 
     height, width = image.shape
     scale = max(1.0, _MIN_SIDE_PX / max(height, width))
@@ -136,7 +146,7 @@ def save_image(image: np.ndarray, path: str | os.PathLike, *, title: str | None 
     ax = fig.add_axes((0.0, 0.0, 1.0, image_in / (image_in + title_in)))
     ax.set_axis_off()
     vmin, vmax = zscale_limits(image)
-    ax.imshow(image, cmap=colormap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest",
+    ax.imshow(image, cmap=colors, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest",
               aspect="auto")
     if title:
         fig.text(0.5, 1.0 - 0.5 * title_in / (image_in + title_in), title, ha="center", va="center")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ccdflow.errors import ConfigError
-from ccdflow.io.export import _require, zscale_limits
+from ccdflow.io.export import _require, colormap, zscale_limits
 
 __all__ = ["ImageStats", "downsample", "image_stats", "png_data_uri"]
 
@@ -138,17 +138,13 @@ def png_data_uri(image: np.ndarray, *, max_side: int = 256, cmap: str = "gray",
     'data:image/png;base64,'
     """
     small = downsample(image, max_side=max_side)
-    mpl = _require("matplotlib")
     # matplotlib.image writes the PNG directly: no figure, no GUI backend involved
     mpl_image = _require("matplotlib.image")
-    try:
-        colormap = mpl.colormaps[cmap]
-    except KeyError as exc:
-        raise ConfigError("cmap", f"unknown matplotlib colormap {cmap!r}") from exc
+    colors = colormap(cmap)
     vmin, vmax = limits if limits is not None else zscale_limits(small)
     if not vmax > vmin:  # a flat image (e.g. a constant count map) still needs a valid range
         vmin, vmax = vmin - 0.5, vmin + 0.5
     buffer = io.BytesIO()
-    mpl_image.imsave(buffer, np.ma.masked_invalid(small), vmin=vmin, vmax=vmax, cmap=colormap,
+    mpl_image.imsave(buffer, np.ma.masked_invalid(small), vmin=vmin, vmax=vmax, cmap=colors,
                      origin="lower", format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
