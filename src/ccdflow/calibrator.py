@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import astropy.units as u
+import dask
 import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 
+from ccdflow.array.assemble import Units
 from ccdflow.array.calibration import (
     CalibratedFrame,
     CalibrationParams,
@@ -25,11 +27,13 @@ from ccdflow.array.calibration import (
     check_geometry,
     dark_scale,
 )
+from ccdflow.array.detector import Detector
 from ccdflow.array.frame_quality import QualityParams
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import parse_enum, parse_number
 from ccdflow.array.sections import parse_region
 from ccdflow.errors import ConfigError
+from ccdflow.io.detectors import header_detectors, load_instrument, open_detector_frame, pick_detector
 from ccdflow.io.fits import Frame
 from ccdflow.io.frame_settings import FrameSettings, resolve_params
 from ccdflow.io.nddata import IN_MEMORY, as_frame, as_master, parse_quantity, to_ccddata
@@ -42,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 _SETTINGS = ("overscans", "overscan_method", "overscan_params", "master_bias", "master_dark",
              "master_flat", "gain", "read_noise", "image_area", "exptime", "saturation", "raw_hdu",
-             "mask", "overwrite", "bad_pixels", "quality")
+             "mask", "overwrite", "bad_pixels", "quality", "amplifiers", "ccd", "units")
 # numbers that may be given as astropy Quantities, and their units
 _UNITS = {"gain": u.electron / u.adu, "read_noise": u.electron, "exptime": u.s, "saturation": u.adu}
 # what a master may be given as
@@ -95,6 +99,21 @@ class Calibrator:
         calibrates flats and arcs, and on by default for a night's lights), fill.
     overwrite : bool
         Replace existing outputs (else `OutputExistsError`).
+    amplifiers : list of dict, Detector or path, optional
+        A frame read through several amplifiers: ``[dict(data=..., overscan=..., gain=...,
+        read_noise=...), ...]`` (see `Detector.from_amplifiers`; sections as dicts or FITS
+        strings), a `Detector`, or an instrument file (YAML, see `ccdflow.io.load_instrument`).
+        Each amplifier is overscan-corrected from its own strip with its own gain and read noise
+        and placed in the assembled image; ``overscans`` and ``image_area`` then do not apply and
+        a ``gain``/``read_noise``/``saturation`` given here replaces every amplifier's own.
+        Default: the layout the raw file's headers describe (lettered ``DATASECA``... keys, or one
+        extension per amplifier with ``DATASEC``/``BIASSEC``/``DETSEC``/``CCDSUM``), else one
+        amplifier.
+    ccd : str, optional
+        For a file holding several CCDs: the one to calibrate (its ``CCDNAME``).
+    units : {"adu", "electron"}
+        Output units; ``"electron"`` multiplies each amplifier by its own gain right after its
+        overscan, so the masters given must be in electrons too.
 
     Raises
     ------
@@ -142,6 +161,9 @@ class Calibrator:
         overwrite: bool = True,
         bad_pixels: str | os.PathLike | Master | None = None,
         quality: QualityParams = QualityParams(),
+        amplifiers: Sequence[Mapping[str, Any]] | Detector | str | os.PathLike | None = None,
+        ccd: str | None = None,
+        units: Units | str = Units.adu,
     ):
         self.overscans = overscans
         self.overscan_method = overscan_method
@@ -159,6 +181,9 @@ class Calibrator:
         self.bad_pixels = bad_pixels
         self.quality = quality
         self.overwrite = overwrite
+        self.amplifiers = amplifiers
+        self.ccd = ccd
+        self.units = units
         self._master_cache: dict[tuple, Master] = {}
         self._lock = threading.RLock()
         self._settings({})  # validate at construction
@@ -222,6 +247,10 @@ class Calibrator:
                                             f"{type(raw['bad_pixels']).__name__}")
         if not isinstance(raw["quality"], QualityParams):
             raise ConfigError("quality", f"expected QualityParams, got {raw['quality']!r}")
+        settings["amplifiers"] = _detector(raw["amplifiers"])
+        settings["units"] = parse_enum(Units, raw["units"], key="units")
+        if raw["ccd"] is not None and not isinstance(raw["ccd"], str):
+            raise ConfigError("ccd", f"expected a detector name, got {raw['ccd']!r}")
         return settings
 
     def _load_master(self, value: Any, kind: str) -> Master | None:
@@ -260,24 +289,30 @@ class Calibrator:
         ConfigError, FrameReadError, IncompatibleFramesError, MissingCalibrationError
         """
         settings = self._settings(overrides)
-        if not isinstance(frame, Frame):
-            frame = as_frame(frame, hdu=settings["raw_hdu"], exptime=settings["exptime"])
-        params, masters, dark_scale, norm = self._resolve(frame, settings)
-        return calibrate_lazy(frame.data, params=params, masters=masters,
+        if isinstance(frame, Frame):
+            frame, images = frame, frame.data
+        else:
+            frame, images = _open(frame, None, settings)
+        params, masters, dark_scale, norm = self._resolve(frame, settings, images)
+        return calibrate_lazy(images, params=params, masters=masters,
                               dark_scale=dark_scale, norm=norm, quality=settings["quality"])
 
-    def _resolve(self, frame: Frame, s: dict[str, Any]
+    def _resolve(self, frame: Frame, s: dict[str, Any], images: Any
                  ) -> tuple[CalibrationParams, Masters, float, float]:
         """Parameters, masters, dark scale and flat norm of one frame, checked against it."""
         settings = FrameSettings(
             overscans=s["overscans"], overscan_method=s["overscan_method"],
             overscan_params=s["overscan_params"], image_area=s["image_area"], gain=s["gain"],
-            read_noise=s["read_noise"], saturation=s["saturation"], exptime=frame.exptime)
+            read_noise=s["read_noise"], saturation=s["saturation"], exptime=frame.exptime,
+            detector=s["amplifiers"], units=s["units"])
         params = resolve_params(frame.header, frame.shape, settings, path=str(frame.path),
-                                hdu=frame.hdu).params
+                                hdu=frame.hdu,
+                                detector=getattr(images, "detector", None)).params
         masters = Masters(*(self._load_master(s[f"master_{k}"], k) for k in ("bias", "dark", "flat")),
                           bpm=self._load_master(s["bad_pixels"], "bpm"))
-        check_geometry(frame.shape, params, masters, path=str(frame.path), hdu=frame.hdu)
+        shapes = ({h: tuple(a.shape) for h, a in images.items()} if isinstance(images, Mapping)
+                  else frame.shape)
+        check_geometry(shapes, params, masters, path=str(frame.path), hdu=frame.hdu)
         scale = math.nan if masters.dark is None else dark_scale(params.exptime, masters.dark.exptime,
                                                               name=masters.dark.name)
         norm = math.nan if masters.flat is None else masters.flat.flat_norm()
@@ -329,10 +364,12 @@ class Calibrator:
             guard_inputs([calibrated], inputs=[*([raw] if isinstance(raw, str | os.PathLike) else []),
                                                *(s[f"master_{k}"] for k in ("bias", "dark", "flat")
                                                  if isinstance(s[f"master_{k}"], str | os.PathLike))])
-        frame = as_frame(raw, header=header, hdu=s["raw_hdu"], exptime=s["exptime"])
-        params, masters, dark_scale, norm = self._resolve(frame, s)
+        frame, images = _open(raw, header, s)
+        params, masters, dark_scale, norm = self._resolve(frame, s, images)
         # one frame is one task: run it here, never ship it (and the masters) to a scheduler
-        raw_pixels = frame.data.compute(scheduler="sync")
+        raw_pixels = (images.compute(scheduler="sync") if not isinstance(images, Mapping)
+                      else dict(zip(images, dask.compute(*images.values(), scheduler="sync"),
+                                    strict=True)))
         image, error, mask, stats = calibrate_array(raw_pixels, params=params, masters=masters,
                                                     dark_scale=dark_scale, norm=norm,
                                                     quality=s["quality"])
@@ -345,3 +382,43 @@ class Calibrator:
         logger.info("%s -> %s", name, calibrated)
         return write_calibrated(calibrated, image=image, error=error, header=header,
                                 mask=mask if s["mask"] else None, overwrite=s["overwrite"])
+
+
+class _Images(dict):
+    """Each HDU's lazy image of a frame read through a detector, and that detector."""
+
+    detector: Detector | None = None
+
+
+def _open(raw: Any, header: fits.Header | None, s: dict[str, Any]) -> tuple[Frame, Any]:
+    """The frame (header, exposure) and its pixels: one lazy image, or one per HDU read.
+
+    A file whose headers describe several amplifiers or HDUs is read through that detector
+    unless ``amplifiers`` says otherwise; a given detector reading other HDUs than ``raw_hdu``
+    opens them all.
+    """
+    detector, from_header = s["amplifiers"], False
+    is_path = isinstance(raw, str | os.PathLike)
+    if is_path and detector is None:
+        found = header_detectors(raw, hdu=s["raw_hdu"])
+        if found:
+            detector, from_header = pick_detector(found, ccd=s["ccd"], path=str(raw)), True
+    if detector is None or (not from_header and detector.hdus == (s["raw_hdu"],)):
+        frame = as_frame(raw, header=header, hdu=s["raw_hdu"], exptime=s["exptime"])
+        return frame, frame.data
+    if not is_path:
+        raise ConfigError("amplifiers", f"detector {detector.name} reads HDUs {detector.hdus}; "
+                          "an in-memory frame has one image (give a file)")
+    opened = open_detector_frame(raw, detector, exptime=s["exptime"])
+    images = _Images(opened.images)
+    images.detector = detector if from_header else None
+    return opened.frame, images
+
+
+def _detector(value: Any) -> Detector | None:
+    """The ``amplifiers`` parameter as a `Detector` (``None`` stays ``None``)."""
+    if value is None or isinstance(value, Detector):
+        return value
+    if isinstance(value, str | os.PathLike):
+        return load_instrument(value)
+    return Detector.from_amplifiers(value)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +15,14 @@ import dask.array as da
 import numpy as np
 from astropy.io import fits
 
+from ccdflow.array.assemble import Units
+from ccdflow.array.detector import Amplifier, Detector
 from ccdflow.array.frame_quality import QualityParams, flag_counts, flag_frame
 from ccdflow.array.overscan import OverscanMethods, OverscanParams, UserOverscan, overscan_correction
+from ccdflow.array.params import parse_enum
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError, ExposureTimeWarning, IncompatibleFramesError, MissingCalibrationError
+from ccdflow.kernels.assemble import place_amplifier
 from ccdflow.kernels.calibrate import FLAG_BAD_INPUT, FLAG_FLAT, FLAG_MASTER, calibrate_pixels
 from ccdflow.kernels.stats import clipped_mean
 
@@ -109,27 +115,45 @@ class Master:
 class CalibrationParams:
     """Everything one frame's calibration needs besides the pixels and the masters, resolved.
 
+    A frame is a `Detector`: one or several amplifiers, each overscan-corrected from its own
+    strip, trimmed and placed in the assembled image. One amplifier is described by
+    ``image_area``, ``overscans``, ``gain``, ``read_noise`` and ``saturation``; several by
+    ``detector`` (those five then describe nothing and are set from it). Either way `layout` is
+    the detector every calibration step iterates over.
+
     Parameters
     ----------
-    image_area : Region
-        The image pixels kept after the overscan correction.
+    image_area : Region, optional
+        One amplifier: the image pixels kept after the overscan correction. With ``detector``:
+        the whole assembled image (default).
     overscans : tuple of Region
-        Overscan areas; empty means no overscan step.
+        One amplifier: overscan areas; empty means no overscan step.
     overscan_method : OverscanMethods or callable
-        Built-in method or user callable ``f(image, overscans)``.
+        Built-in method or user callable ``f(image, overscans)``, applied to every amplifier.
     overscan_params : OverscanParams
         Knobs of the built-in methods.
     gain : float
-        e-/ADU (> 0).
+        One amplifier: e-/ADU (> 0).
     read_noise : float
-        Electrons (>= 0).
+        One amplifier: electrons (>= 0).
     exptime : float
         The raw frame's exposure time, s.
     saturation : float, optional
-        Raw ADU level flagged as saturated.
+        One amplifier: raw ADU level flagged as saturated.
+    detector : Detector, optional
+        Several amplifiers (or HDUs): their sections, placement, gains, read noises, saturations.
+    units : Units or str
+        ``"adu"`` (default) or ``"electron"``: each amplifier times its own gain right after its
+        overscan, so masters and products are in electrons.
+
+    Examples
+    --------
+    >>> p = CalibrationParams(image_area=Region(xmin=0, xmax=4, ymin=0, ymax=3), gain=2.0)
+    >>> p.shape, p.layout.amplifiers[0].gain, p.units.value
+    ((3, 4), 2.0, 'adu')
     """
 
-    image_area: Region
+    image_area: Region | None = None
     overscans: tuple[Region, ...] = ()
     overscan_method: OverscanMethods | UserOverscan = OverscanMethods.median
     overscan_params: OverscanParams = OverscanParams()
@@ -137,8 +161,24 @@ class CalibrationParams:
     read_noise: float = 0.0
     exptime: float = 1.0
     saturation: float | None = None
+    detector: Detector | None = None
+    units: Units = Units.adu
 
     def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "units", parse_enum(Units, self.units, key="units"))
+        if self.detector is not None:
+            if not isinstance(self.detector, Detector):
+                raise ConfigError("detector", f"expected a Detector, got {type(self.detector).__name__}")
+            ny, nx = self.detector.shape
+            first = self.detector.amplifiers[0]
+            set_(self, "image_area", Region(xmin=0, xmax=nx, ymin=0, ymax=ny))
+            set_(self, "overscans", ())
+            set_(self, "gain", first.gain)
+            set_(self, "read_noise", first.read_noise)
+            set_(self, "saturation", first.saturation)
+        elif self.image_area is None:
+            raise ConfigError("image_area", "one amplifier needs its image area (or give a detector)")
         if not (self.gain > 0 and math.isfinite(self.gain)):
             raise ConfigError("gain", f"must be a positive number, got {self.gain!r}")
         if not (self.read_noise >= 0 and math.isfinite(self.read_noise)):
@@ -146,10 +186,36 @@ class CalibrationParams:
         if not (self.exptime >= 0 and math.isfinite(self.exptime)):
             raise ConfigError("exptime", f"must be a non-negative number, got {self.exptime!r}")
 
+    @functools.cached_property
+    def layout(self) -> Detector:
+        """The detector calibrated: ``detector``, or the one amplifier the scalar fields describe."""
+        if self.detector is not None:
+            return self.detector
+        area = self.image_area
+        amp = Amplifier(name="A", data=area, overscans=self.overscans,
+                        destination=Region(xmin=0, xmax=area.shape[1], ymin=0, ymax=area.shape[0]),
+                        gain=self.gain, read_noise=self.read_noise, saturation=self.saturation)
+        return Detector(name="detector", amplifiers=(amp,), shape=area.shape)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the calibrated image."""
+        return self.layout.shape
+
+    @property
+    def multi_amplifier(self) -> bool:
+        """Whether the frame is read through more than one amplifier or HDU."""
+        return len(self.layout.amplifiers) > 1 or self.layout.hdus != (0,)
+
+    @property
+    def has_overscan(self) -> bool:
+        """Whether any amplifier is overscan-corrected."""
+        return any(a.overscans for a in self.layout.amplifiers)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values for provenance (a user overscan callable is recorded by name)."""
         method = self.overscan_method
-        return {
+        out = {
             "image_area": self.image_area.to_dict(),
             "overscans": [r.to_dict() for r in self.overscans],
             "overscan_method": method.value if isinstance(method, OverscanMethods)
@@ -160,6 +226,11 @@ class CalibrationParams:
             "exptime": self.exptime,
             "saturation": self.saturation,
         }
+        if self.units != Units.adu:  # recorded only when not the default: old records stay valid
+            out["units"] = self.units.value
+        if self.detector is not None:
+            out["detector"] = self.detector.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -286,7 +357,61 @@ def dark_bias_share(masters: Masters, dark_scale: float) -> float:
     return float(dark_scale) * t_dark * dark.inv_exptime
 
 
-def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Masters,
+RawFrame = np.ndarray | Mapping[int | str, np.ndarray]
+
+
+def _hdu_image(raw: RawFrame, hdu: int | str) -> np.ndarray:
+    return raw if isinstance(raw, np.ndarray) else raw[hdu]
+
+
+def _new_planes(params: CalibrationParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, error and mask of the assembled shape; pixels no amplifier covers are bad input."""
+    layout = params.layout
+    covered = sum(math.prod(a.destination.shape) for a in layout.amplifiers)
+    if covered == math.prod(layout.shape):  # destinations never overlap
+        return (np.empty(layout.shape, np.float32), np.empty(layout.shape, np.float32),
+                np.empty(layout.shape, np.uint8))
+    return (np.full(layout.shape, np.nan, np.float32), np.full(layout.shape, np.nan, np.float32),
+            np.full(layout.shape, FLAG_BAD_INPUT, np.uint8))
+
+
+def _overscan(raw: np.ndarray, amp: Amplifier, params: CalibrationParams):
+    if not amp.overscans:
+        return 0.0, 0.0, float("nan")
+    level, var = overscan_correction(raw, amp.overscans, params.overscan_method,
+                                     params.overscan_params)
+    finite = np.asarray(level)[np.isfinite(level)]
+    return level, var, float(np.median(finite)) if finite.size else float("nan")
+
+
+def _assembled_raw(raw: RawFrame, params: CalibrationParams) -> tuple[np.ndarray, float | None]:
+    """The raw ADU over the image area in output orientation, for bleed trails.
+
+    With several amplifiers each is divided by its own saturation level, so that one threshold
+    (1.0) follows each amplifier's own (an amplifier without one never saturates).
+    """
+    layout = params.layout
+    if not params.multi_amplifier:
+        amp = layout.amplifiers[0]
+        return _hdu_image(raw, amp.hdu)[amp.data.slices], amp.saturation
+    if all(a.saturation is None for a in layout.amplifiers):
+        return np.zeros(layout.shape, np.float32), None
+    out = np.zeros(layout.shape, np.float32)
+    for amp in layout.amplifiers:
+        scale = 0.0 if amp.saturation is None else 1.0 / amp.saturation
+        place_amplifier(out, _hdu_image(raw, amp.hdu)[amp.data.slices], dest=amp.destination.bounds,
+                        scale=scale, flip_x=amp.flip_x, flip_y=amp.flip_y)
+    return out, 1.0
+
+
+def _noise_for_cosmics(params: CalibrationParams) -> tuple[float, float]:
+    """Gain and read noise of the cosmic-ray noise model (its per-pixel variance is given too)."""
+    amps = params.layout.amplifiers
+    gain = 1.0 if params.units == Units.electron else float(np.mean([a.gain for a in amps]))
+    return gain, float(np.mean([a.read_noise for a in amps]))
+
+
+def calibrate_array(raw: RawFrame, *, params: CalibrationParams, masters: Masters,
                     dark_scale: float = 1.0, norm: float = 1.0,
                     quality: QualityParams | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -294,12 +419,13 @@ def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Mast
 
     Parameters
     ----------
-    raw : numpy.ndarray
-        The whole raw frame, float32, overscan included.
+    raw : numpy.ndarray or mapping of HDU to numpy.ndarray
+        The whole raw frame, overscan included; for a detector read from several HDUs, each
+        HDU's image by its index or name (``params.layout.hdus``).
     params : CalibrationParams
         Resolved parameters.
     masters : Masters
-        Masters matching ``params.image_area``.
+        Masters of the calibrated (assembled) shape, ``params.shape``.
     dark_scale : float
         ``t_raw / t_dark``.
     norm : float
@@ -313,32 +439,52 @@ def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Mast
     -------
     (numpy.ndarray, numpy.ndarray, numpy.ndarray, dict)
         float32 image and error, uint8 mask bits (`ccdflow.array.masks.MaskBits`), and the
-        frame's statistics (``flags``: pixels per named plane).
+        frame's statistics (``flags``: pixels per named plane; ``overscan_levels``: each
+        amplifier's median overscan level, raw ADU).
+
+    Notes
+    -----
+    Each amplifier is calibrated in turn by one fused kernel pass that reads its raw pixels
+    (mirrored as its readout is) and writes straight into the assembled image, error and mask:
+    no temporary of the frame's size. Its overscan, gain, read noise and saturation are its own.
+
+    Examples
+    --------
+    >>> det = Detector.from_dict({"name": "ccd", "shape": [2, 4], "amplifiers": [
+    ...     {"name": "L", "data": "[1:2,1:2]", "destination": "[1:2,1:2]", "gain": 2.0},
+    ...     {"name": "R", "data": "[3:4,1:2]", "destination": "[3:4,1:2]", "flip_x": True}]})
+    >>> raw = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32)
+    >>> image, *_ = calibrate_array(raw, params=CalibrationParams(detector=det), masters=Masters())
+    >>> image.tolist()
+    [[1.0, 2.0, 4.0, 3.0], [5.0, 6.0, 8.0, 7.0]]
     """
-    level, var_level = 0.0, 0.0
-    level_median = 0.0
-    if params.overscans:
-        level, var_level = overscan_correction(raw, params.overscans, params.overscan_method,
-                                               params.overscan_params)
-        finite = np.asarray(level)[np.isfinite(level)]
-        level_median = float(np.median(finite)) if finite.size else float("nan")
     bias, dark, flat = masters.bias, masters.dark, masters.flat
-    image, error, mask, undefined = calibrate_pixels(
-        raw, area=params.image_area.bounds, level=level, var_level=var_level,
-        bias=None if bias is None else bias.data, bias_err=None if bias is None else bias.error,
-        dark=None if dark is None else dark.data, dark_err=None if dark is None else dark.error,
-        dark_scale=dark_scale, dark_bias=dark_bias_share(masters, dark_scale),
-        flat=None if flat is None else flat.data,
-        flat_err=None if flat is None else flat.error, norm=norm, gain=params.gain,
-        read_noise=params.read_noise, saturation=params.saturation,
-    )
+    image, error, mask = _new_planes(params)
+    levels, undefined = {}, 0
+    for amp in params.layout.amplifiers:
+        frame = _hdu_image(raw, amp.hdu)
+        level, var_level, levels[amp.name] = _overscan(frame, amp, params)
+        undefined += calibrate_pixels(
+            frame, area=amp.data.bounds, level=level, var_level=var_level,
+            bias=None if bias is None else bias.data, bias_err=None if bias is None else bias.error,
+            dark=None if dark is None else dark.data, dark_err=None if dark is None else dark.error,
+            dark_scale=dark_scale, dark_bias=dark_bias_share(masters, dark_scale),
+            flat=None if flat is None else flat.data,
+            flat_err=None if flat is None else flat.error, norm=norm, gain=amp.gain,
+            read_noise=amp.read_noise, saturation=amp.saturation,
+            electrons=params.units == Units.electron, flip_x=amp.flip_x, flip_y=amp.flip_y,
+            out=(image, error, mask), dest=(amp.destination.ymin, amp.destination.xmin),
+        )[3]
     if quality is not None or masters.bpm is not None:
+        raw_area, saturation = _assembled_raw(raw, params)
+        gain, read_noise = _noise_for_cosmics(params)
         image, error, mask = flag_frame(
-            raw[params.image_area.slices], image, error, mask, params=quality or QualityParams(),
+            raw_area, image, error, mask, params=quality or QualityParams(),
             bad_pixels=None if masters.bpm is None else masters.bpm.data,
-            saturation=params.saturation, gain=params.gain, read_noise=params.read_noise)
+            saturation=saturation, gain=gain, read_noise=read_noise)
     stats = {
-        "overscan_level": level_median,
+        "overscan_level": next(iter(levels.values())),
+        "overscan_levels": levels,
         "undefined_master_error": undefined,
         "flagged": int(np.count_nonzero(mask)),
         "not_calibrated": int(np.count_nonzero(mask & _UNCALIBRATABLE)),
@@ -347,36 +493,53 @@ def calibrate_array(raw: np.ndarray, *, params: CalibrationParams, masters: Mast
     return image, error, mask, stats
 
 
-def check_geometry(shape: tuple[int, int], params: CalibrationParams, masters: Masters, *,
-                   path: str, hdu: int = 0) -> None:
-    """Raise `IncompatibleFramesError` if an area lies outside the frame or a master mismatches."""
-    for region in params.overscans:
-        if not region.fits_in(shape):
+def check_geometry(shapes: tuple[int, int] | Mapping[int | str, tuple[int, ...]],
+                   params: CalibrationParams, masters: Masters, *, path: str, hdu: int = 0) -> None:
+    """Raise `IncompatibleFramesError` if an area lies outside the frame or a master mismatches.
+
+    ``shapes``: the raw frame's shape, or each HDU's shape for a detector read from several.
+    """
+    for amp in params.layout.amplifiers:
+        shape = shapes if not isinstance(shapes, Mapping) else shapes.get(amp.hdu)
+        where = hdu if not isinstance(shapes, Mapping) else amp.hdu
+        if shape is None or len(shape) != 2:
+            raise IncompatibleFramesError(path, f"amplifier {amp.name}: HDU {amp.hdu!r} holds no "
+                                          "2-D image", hdu=where)
+        label = "" if not params.multi_amplifier else f"amplifier {amp.name}: "
+        for region in amp.overscans:
+            if not region.fits_in(shape):
+                raise IncompatibleFramesError(
+                    path, f"{label}overscan area {region.to_dict()} lies outside the "
+                    f"{shape[0]}x{shape[1]} frame", hdu=where)
+        if not amp.data.fits_in(shape):
+            what = "data section" if params.multi_amplifier else "image_area"
             raise IncompatibleFramesError(
-                path, f"overscan area {region.to_dict()} lies outside the {shape[0]}x{shape[1]} "
-                "frame", hdu=hdu)
-    if not params.image_area.fits_in(shape):
-        raise IncompatibleFramesError(
-            path, f"image_area {params.image_area.to_dict()} lies outside the "
-            f"{shape[0]}x{shape[1]} frame", hdu=hdu)
+                path, f"{label}{what} {amp.data.to_dict()} lies outside the "
+                f"{shape[0]}x{shape[1]} frame", hdu=where)
     for kind, master in masters.items():
-        if master.shape != params.image_area.shape:
+        if master.shape != params.shape:
             raise IncompatibleFramesError(
                 master.name or f"<master {kind}>",
                 f"master {kind} has shape {master.shape} but the image area of {path} is "
-                f"{params.image_area.shape}")
+                f"{params.shape}")
 
 
-def calibrate_lazy(data: da.Array, *, params: CalibrationParams, masters: Masters,
-                   dark_scale: float, norm: float,
+def calibrate_lazy(data: da.Array | Mapping[int | str, da.Array], *, params: CalibrationParams,
+                   masters: Masters, dark_scale: float, norm: float,
                    quality: QualityParams | None = None) -> CalibratedFrame:
-    """Wrap `calibrate_array` over a frame's dask array: one task, nothing computed."""
-    block = data.rechunk(data.shape) if data.numblocks != (1, 1) else data
+    """Wrap `calibrate_array` over a frame's dask array(s): one task, nothing computed.
+
+    ``data``: the raw frame, or each HDU's image for a detector read from several.
+    """
+    def block(array: da.Array):
+        array = array.rechunk(array.shape) if array.numblocks != (1, 1) else array
+        return array.to_delayed().ravel()[0]
+
+    raw = block(data) if isinstance(data, da.Array) else {h: block(a) for h, a in data.items()}
     task = dask.delayed(calibrate_array, pure=True, nout=4)(
-        block.to_delayed().ravel()[0], params=params, masters=masters,
-        dark_scale=dark_scale, norm=norm, quality=quality,
+        raw, params=params, masters=masters, dark_scale=dark_scale, norm=norm, quality=quality,
     )
-    shape = params.image_area.shape
+    shape = params.shape
     image, error, mask = (
         da.from_delayed(task[i], shape=shape, dtype=dtype, meta=np.empty((0, 0), dtype))
         for i, dtype in ((0, np.float32), (1, np.float32), (2, np.uint8))

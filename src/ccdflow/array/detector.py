@@ -253,6 +253,80 @@ class Detector:
                         hdu=hdu, **given, **sources)
         return cls(name=name, amplifiers=(amp,), shape=data.shape)
 
+    @classmethod
+    def from_amplifiers(cls, amplifiers: Sequence[Mapping[str, Any]], *, name: str = "detector",
+                        binning: Sequence[int] = (1, 1)) -> Detector:
+        """A detector from short amplifier descriptions, as the `Calibrator` takes them.
+
+        Parameters
+        ----------
+        amplifiers : list of dict
+            Each with ``data`` (a region: dict, `Region` or FITS section) and optionally
+            ``overscan`` (one region or a list), ``destination`` (default: the data section
+            shifted so that the data sections' common corner is the origin: a trimmed image that
+            keeps the amplifiers' arrangement), ``name`` (default ``"A"``, ``"B"``, ...),
+            ``hdu``, ``flip_x``, ``flip_y``, ``gain``, ``read_noise``, ``saturation``. Values
+            given are recorded as coming from ``"config"``.
+        name : str
+            The detector's name.
+        binning : (int, int)
+            (x, y) binning.
+
+        Returns
+        -------
+        Detector
+            Its shape is the smallest holding every destination.
+
+        Raises
+        ------
+        ConfigError
+            An unknown key, a bad region, overlapping destinations.
+
+        Examples
+        --------
+        >>> det = Detector.from_amplifiers([
+        ...     dict(data="[1:1024,1:350]", overscan="[2050:2080,1:350]", gain=1.2, read_noise=3.7),
+        ...     dict(data="[1025:2048,1:350]", overscan="[2081:2111,1:350]", gain=1.2)])
+        >>> det.shape, det.amplifiers[1].destination.xmin, det.amplifiers[1].read_noise_source
+        ((350, 2048), 1024, 'default')
+        """
+        if isinstance(amplifiers, Mapping | str) or not isinstance(amplifiers, Sequence) \
+                or not amplifiers:
+            raise ConfigError("amplifiers", f"expected a non-empty list of dicts, got {amplifiers!r}")
+        known = {"name", "data", "overscan", "overscans", "destination", "hdu", "flip_x", "flip_y",
+                 *_VALUES}
+        items = []
+        for i, raw in enumerate(amplifiers):
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"amplifiers[{i}]", f"expected a dict, got {type(raw).__name__}")
+            unknown = sorted(set(raw) - known)
+            if unknown:
+                raise ConfigError(f"amplifiers[{i}].{unknown[0]}",
+                                  f"unknown key; expected some of {sorted(known)}")
+            if "data" not in raw:
+                raise ConfigError(f"amplifiers[{i}].data", "every amplifier needs its data section")
+            item = dict(raw)
+            item["data"] = parse_region(item["data"], key=f"amplifiers[{i}].data")
+            overscans = item.pop("overscan", None)
+            item["overscans"] = _regions(item.get("overscans", overscans),
+                                         key=f"amplifiers[{i}].overscan")
+            item.setdefault("name", chr(ord("A") + i) if i < 26 else str(i + 1))
+            for value in _VALUES:
+                if item.get(value) is not None:
+                    item[f"{value}_source"] = "config"
+                else:
+                    item.pop(value, None)
+            items.append(item)
+        x0 = min(it["data"].xmin for it in items)
+        y0 = min(it["data"].ymin for it in items)
+        for it in items:
+            d = it["data"]
+            it.setdefault("destination", Region(xmin=d.xmin - x0, xmax=d.xmax - x0,
+                                                ymin=d.ymin - y0, ymax=d.ymax - y0))
+        amps = tuple(Amplifier(**it) for it in items)
+        shape = (max(a.destination.ymax for a in amps), max(a.destination.xmax for a in amps))
+        return cls(name=name, amplifiers=amps, shape=shape, binning=tuple(binning))
+
     def amplifier(self, name: str) -> Amplifier:
         """The amplifier called `name`; `KeyError` if there is none."""
         return self._by_name[name]

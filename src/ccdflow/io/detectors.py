@@ -46,20 +46,26 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from ccdflow.array.detector import Amplifier, Detector
 from ccdflow.array.params import parse_number
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError, FrameError, FrameReadError
+from ccdflow.io.fits import Frame, open_frame
+from ccdflow.io.headers import exposure_time
 
-__all__ = ["Fallbacks", "detectors_from_hdul", "load_instrument", "parse_binning",
-           "parse_section", "read_detectors"]
+__all__ = ["DetectorImages", "Fallbacks", "assembled_header", "detectors_from_hdul",
+           "header_detectors", "load_instrument", "open_detector_frame", "parse_binning",
+           "parse_section", "pick_detector", "read_detectors"]
 
 _SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$", re.ASCII)
 _DEFAULTS = {"gain": 1.0, "read_noise": 0.0, "saturation": None}
@@ -341,6 +347,160 @@ def read_detectors(path: str | os.PathLike, *, fallbacks: Fallbacks = Fallbacks(
             return detectors_from_hdul(hdul, path=path, fallbacks=fallbacks)
     except OSError as err:
         raise FrameReadError(path, f"cannot read: {err}") from err
+
+
+#: Cards of an amplifier's HDU that describe its layout, not the exposure: never copied into the
+#: header of an assembled product.
+_AMPLIFIER_CARDS = ("DATASEC", "BIASSEC", "TRIMSEC", "DETSEC", "CCDSEC", "AMPSEC", "EXTNAME",
+                    "EXTVER", "GAIN", "RDNOISE", "SATURATE", "INHERIT")
+
+
+def _is_multi(detector: Detector, hdu: int) -> bool:
+    return len(detector.amplifiers) > 1 or detector.hdus != (hdu,)
+
+
+def header_detectors(path: str | os.PathLike, *, hdu: int = 0) -> list[Detector] | None:
+    """The detectors a file's headers describe, when that is more than one plain image.
+
+    Only the primary header is read unless it points further: lettered sections in it
+    (``DATASECA``) describe its amplifiers; an empty primary followed by image extensions makes
+    every extension's header read. A plain one-image frame gives ``None`` (its sections come from
+    the settings, as for any single-amplifier frame).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The raw file.
+    hdu : int
+        The HDU a single-image frame is read from.
+
+    Returns
+    -------
+    list of Detector or None
+        One per CCD, each with several amplifiers or HDUs; ``None`` for a plain frame.
+
+    Raises
+    ------
+    FrameReadError
+        The file cannot be read.
+    FrameError
+        A section, ``CCDSUM`` or the layout is invalid.
+
+    Examples
+    --------
+    >>> header_detectors("sami_bias_20170331_4x4.fits.gz")[0].shape  # doctest: +SKIP
+    (514, 512)
+    """
+    try:
+        # a damaged file is named by the frame reader, which checks it fully
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            hdul = fits.open(path)
+        with hdul:
+            try:
+                header = hdul[hdu].header
+            except IndexError:
+                return None  # opening the frame says the HDU is missing
+            lettered = any(re.fullmatch(r"DATASEC[A-Z]", k) for k in header)
+            empty_primary = hdu == 0 and hdul[0].header.get("NAXIS", 0) == 0
+            if not lettered and not empty_primary:
+                return None
+            if lettered:
+                shape = (int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0)))
+                detectors = [_lettered(hdu, header, shape, hdul[0].header, Fallbacks())]
+            else:
+                images = [h for h in hdul[1:] if isinstance(h, fits.ImageHDU)]
+                if len(images) < 2 and not any(re.fullmatch(r"DATASEC[A-Z]", k)
+                                               for h in images for k in h.header):
+                    return None  # one image extension: a plain frame (fpack and the like)
+                detectors = detectors_from_hdul(hdul, path=path)
+    except OSError as err:
+        raise FrameReadError(path, f"cannot read: {err}") from err
+    except ConfigError as err:
+        raise FrameError(path, str(err), hdu=hdu) from None
+    multi = [d for d in detectors if _is_multi(d, hdu)]
+    return multi or None
+
+
+def pick_detector(detectors: list[Detector], *, ccd: str | None, path: str) -> Detector:
+    """The detector called `ccd`, or the only one; `FrameError` naming the choices otherwise."""
+    names = [d.name for d in detectors]
+    if ccd is None and len(detectors) == 1:
+        return detectors[0]
+    for det in detectors:
+        if det.name == ccd:
+            return det
+    raise FrameError(path, f"holds the detectors {names}; say which one (ccd=...)"
+                     if ccd is None else f"has no detector {ccd!r}; it holds {names}")
+
+
+def assembled_header(path: str | os.PathLike, detector: Detector) -> fits.Header:
+    """The header describing an assembled frame.
+
+    The primary's cards, then the first amplifier HDU's cards the primary lacks (its own layout
+    cards left out).
+
+    Examples
+    --------
+    >>> assembled_header("sami_bias_20170331_4x4.fits.gz", det)["OBSTYPE"]  # doctest: +SKIP
+    'ZERO'
+    """
+    try:
+        with fits.open(path) as hdul:
+            header = hdul[0].header.copy()
+            first = hdul[detector.amplifiers[0].hdu].header
+            for card in first.cards:
+                if card.keyword and card.keyword not in header \
+                        and card.keyword not in _AMPLIFIER_CARDS and card.keyword not in ("COMMENT",
+                                                                                        "HISTORY"):
+                    header.append(card)
+            for key in ("CCDSUM", "CCDNAME"):
+                if key in first:
+                    header[key] = first[key]
+    except OSError as err:
+        raise FrameReadError(path, f"cannot read: {err}") from err
+    return header
+
+
+@dataclass(frozen=True)
+class DetectorImages:
+    """A raw frame read through a detector: its header, exposure and each HDU's lazy image.
+
+    Attributes
+    ----------
+    frame : Frame
+        The header of the assembled frame (`assembled_header`), its exposure time, the path, and
+        the first HDU's pixels.
+    images : dict
+        HDU index -> lazy float32 image, every HDU the detector reads.
+    """
+
+    frame: Frame
+    images: dict[int | str, Any]
+
+    @property
+    def shapes(self) -> dict[int | str, tuple[int, int]]:
+        """Each HDU's (rows, columns)."""
+        return {h: tuple(a.shape) for h, a in self.images.items()}
+
+
+def open_detector_frame(path: str | os.PathLike, detector: Detector, *,
+                        exptime: float | None = None) -> DetectorImages:
+    """Open every HDU a detector reads from one raw file, lazily.
+
+    Examples
+    --------
+    >>> det = header_detectors("sami_bias_20170331_4x4.fits.gz")[0]  # doctest: +SKIP
+    >>> open_detector_frame("sami_bias_20170331_4x4.fits.gz", det).shapes[1]  # doctest: +SKIP
+    (514, 544)
+    """
+    images = {h: open_frame(path, hdu=h, exptime=exptime if exptime is not None else 0.0).data
+              for h in detector.hdus}
+    header = assembled_header(path, detector)
+    t = exptime if exptime is not None else exposure_time(header, path=str(path))
+    frame = Frame(data=images[detector.hdus[0]], header=header, path=Path(path),
+                  hdu=detector.hdus[0] if isinstance(detector.hdus[0], int) else 0, exptime=t)
+    return DetectorImages(frame=frame, images=images)
 
 
 def _instrument_amp(raw: Any, shared: Mapping[str, Any], *, key: str) -> Amplifier:

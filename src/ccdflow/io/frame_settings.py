@@ -6,14 +6,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from astropy.io import fits
 
+from ccdflow.array.assemble import Units
 from ccdflow.array.calibration import CalibrationParams
+from ccdflow.array.detector import Detector
 from ccdflow.array.overscan import OverscanMethods, OverscanParams, UserOverscan
-from ccdflow.array.params import parse_number
+from ccdflow.array.params import parse_enum, parse_number
 from ccdflow.array.sections import Region, region_from_section
 from ccdflow.errors import ConfigError, FrameError, IncompatibleFramesError
 from ccdflow.io.headers import (
@@ -67,6 +70,13 @@ class FrameSettings:
         A frame without an exposure time is an error instead of taking 1 s.
     prefix : str
         Put before a setting's name in errors (``"calibration."`` for a night's config).
+    detector : Detector, optional
+        The amplifier layout (an instrument file, the `Calibrator`'s ``amplifiers``); it wins
+        over a layout the frame's headers describe. ``overscans`` and ``image_area`` then do not
+        apply; a ``gain``, ``read_noise`` or ``saturation`` given here replaces every
+        amplifier's own.
+    units : Units or str
+        ``"adu"`` or ``"electron"`` (each amplifier times its gain after its overscan).
 
     Examples
     --------
@@ -85,8 +95,13 @@ class FrameSettings:
     exptime: float | None = None
     strict: bool = False
     prefix: str = ""
+    detector: Detector | None = None
+    units: Units = Units.adu
 
     def __post_init__(self):
+        object.__setattr__(self, "units", parse_enum(Units, self.units, key=f"{self.prefix}units"))
+        if self.detector is not None and not isinstance(self.detector, Detector):
+            raise ConfigError("detector", f"expected a Detector, got {type(self.detector).__name__}")
         if self.overscans != HEADER:
             if not all(isinstance(r, Region) for r in self.overscans):
                 raise ConfigError("overscans", f"expected regions or 'header', got {self.overscans!r}")
@@ -128,7 +143,8 @@ class Resolved:
 
 
 def resolve_params(header: fits.Header, shape: tuple[int, int], settings: FrameSettings, *,
-                   path: str = "<frame>", hdu: int = 0) -> Resolved:
+                   path: str = "<frame>", hdu: int = 0, detector: Detector | None = None
+                   ) -> Resolved:
     """Resolve one frame's calibration parameters: settings first, then header, then defaults.
 
     Parameters
@@ -141,6 +157,9 @@ def resolve_params(header: fits.Header, shape: tuple[int, int], settings: FrameS
         The user's settings.
     path, hdu : str, int
         The frame, named in errors and notes.
+    detector : Detector, optional
+        The amplifier layout the frame's headers describe (`ccdflow.io.detectors`), when they
+        describe several amplifiers or HDUs; ``settings.detector`` wins over it.
 
     Returns
     -------
@@ -165,6 +184,9 @@ def resolve_params(header: fits.Header, shape: tuple[int, int], settings: FrameS
     >>> dict(resolved.sources)["gain"]
     'header EGAIN'
     """
+    detector = settings.detector or detector
+    if detector is not None:
+        return _resolve_detector(header, settings, detector, path=path, hdu=hdu)
     sources, notes = [], []
     ny, nx = shape
     overscans = settings.overscans
@@ -196,23 +218,59 @@ def resolve_params(header: fits.Header, shape: tuple[int, int], settings: FrameS
             if default is not None:
                 notes.append(f"{path}: no {'/'.join(keys)} card; {name} {default} {unit} assumed")
         sources.append((name, source))
-    exptime = settings.exptime
-    if exptime is not None:
-        sources.append(("exptime", "setting"))
-    else:
-        exptime = find_exposure_time(header, path=path)
-        if exptime is None:
-            if settings.strict:
-                raise FrameError(path, f"no exposure time card (looked for {', '.join(EXPTIME_KEYS)})",
-                                 hdu=hdu)
-            exptime = 1.0
-            notes.append(f"{path}: no exposure time card ({', '.join(EXPTIME_KEYS)}); 1 s assumed")
-            sources.append(("exptime", "default"))
-        else:
-            sources.append(("exptime", "header"))
+    exptime = _exptime(header, settings, sources, notes, path=path, hdu=hdu)
     params = CalibrationParams(
         image_area=area, overscans=tuple(overscans), overscan_method=settings.overscan_method,
-        overscan_params=settings.overscan_params, exptime=exptime, **numbers)
+        overscan_params=settings.overscan_params, exptime=exptime, units=settings.units, **numbers)
+    return Resolved(params, tuple(sources), tuple(notes))
+
+
+def _exptime(header: fits.Header, settings: FrameSettings, sources: list, notes: list, *,
+             path: str, hdu: int) -> float:
+    if settings.exptime is not None:
+        sources.append(("exptime", "setting"))
+        return settings.exptime
+    exptime = find_exposure_time(header, path=path)
+    if exptime is not None:
+        sources.append(("exptime", "header"))
+        return exptime
+    if settings.strict:
+        raise FrameError(path, f"no exposure time card (looked for {', '.join(EXPTIME_KEYS)})",
+                         hdu=hdu)
+    notes.append(f"{path}: no exposure time card ({', '.join(EXPTIME_KEYS)}); 1 s assumed")
+    sources.append(("exptime", "default"))
+    return 1.0
+
+
+def _resolve_detector(header: fits.Header, settings: FrameSettings, detector: Detector, *,
+                      path: str, hdu: int) -> Resolved:
+    """Apply the settings to every amplifier of a detector.
+
+    A number given in the settings replaces the amplifier's own, whose source (header card,
+    instrument file, default) is kept otherwise; every default is noted.
+    """
+    sources, notes, amps = [], [], []
+    for amp in detector.amplifiers:
+        changes = {}
+        for name, (_, default, unit) in _NUMBERS.items():
+            given, source = getattr(settings, name), getattr(amp, f"{name}_source")
+            why = source[source.index("("):] if "(" in source else ""
+            if given is not None:
+                changes[name] = None if given == OFF else given
+                changes[f"{name}_source"] = f"config {why}".strip()
+            elif source.startswith("default") and default is not None:
+                notes.append(f"{path}: amplifier {amp.name}: no usable {name} {why}".rstrip()
+                             + f"; {name} {default} {unit} assumed")
+            if why and given is not None:
+                notes.append(f"{path}: amplifier {amp.name}: {why[1:-1]} is not a number; "
+                             f"the configured {name} {given} {unit} used")
+            sources.append((f"{name}[{amp.name}]", changes.get(f"{name}_source", source)))
+        amps.append(dataclasses.replace(amp, **changes))
+    exptime = _exptime(header, settings, sources, notes, path=path, hdu=hdu)
+    detector = dataclasses.replace(detector, amplifiers=tuple(amps))
+    params = CalibrationParams(detector=detector, overscan_method=settings.overscan_method,
+                               overscan_params=settings.overscan_params, exptime=exptime,
+                               units=settings.units)
     return Resolved(params, tuple(sources), tuple(notes))
 
 

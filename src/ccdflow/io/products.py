@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -65,26 +66,15 @@ def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: M
     for key in _STRUCTURAL:
         header.remove(key, ignore_missing=True, remove_all=True)
     area = params.image_area
-    # keep a WCS valid across the trim
-    for axis, offset in (("1", area.xmin), ("2", area.ymin)):
-        if f"CRPIX{axis}" in header and offset:
-            header[f"CRPIX{axis}"] = header[f"CRPIX{axis}"] - offset
-    method = params.to_dict()["overscan_method"]
-    cards = [
-        ("BUNIT", "adu", "calibrated counts (ADU)"),
-        ("GAIN", params.gain, "[e-/ADU] gain used for the noise model"),
-        ("RDNOISE", params.read_noise, "[e-] read noise used for the noise model"),
-        ("EXPTIME", params.exptime, "[s] exposure time"),
-        ("IMAGAREA", area.to_section(), "raw pixels kept (FITS section)"),
-        ("OVSCMETH", method if params.overscans else "none", "overscan method"),
-        ("OVSCAREA", " ".join(r.to_section() for r in params.overscans) or "none",
-         "overscan areas (FITS sections)"),
-    ]
-    if params.overscans and np.isfinite(stats.get("overscan_level", np.nan)):
-        cards.append(("OVSCLVL", round(float(stats["overscan_level"]), 4),
-                      "[adu] median overscan level subtracted"))
-    if params.saturation is not None:
-        cards.append(("SATURATE", params.saturation, "[adu] raw level flagged saturated"))
+    if not params.multi_amplifier:
+        # keep a WCS valid across the trim
+        for axis, offset in (("1", area.xmin), ("2", area.ymin)):
+            if f"CRPIX{axis}" in header and offset:
+                header[f"CRPIX{axis}"] = header[f"CRPIX{axis}"] - offset
+    unit = params.units.value
+    cards = [("BUNIT", unit, f"calibrated counts ({unit})"),
+             *_detector_cards(params, stats),
+             ("EXPTIME", params.exptime, "[s] exposure time")]
     for kind, master in masters.items():
         prefix = _MASTER_KEYS[kind]
         cards.append((f"{prefix}FNM", master.name or "(in memory)", f"master {kind} file"))
@@ -101,12 +91,53 @@ def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: M
     ]
     for key, value, comment in cards:
         header[key] = (value, comment)
-    steps = ["overscan" if params.overscans else None] + [k for k, _ in masters.items()]
+    steps = ["overscan" if params.has_overscan else None] + [k for k, _ in masters.items()]
     done = ", ".join(s for s in steps if s) or "no steps"
     header.add_history(f"ccdflow {__version__}: calibrated ({done})")
     if history:
         header.add_history(history)
     return header
+
+
+def _detector_cards(params: CalibrationParams, stats: dict) -> list[tuple[str, Any, str]]:
+    """Gain, read noise, sections and overscan: of the one amplifier, or numbered per amplifier."""
+    method = params.to_dict()["overscan_method"] if params.has_overscan else "none"
+    if not params.multi_amplifier:
+        cards = [
+            ("GAIN", params.gain, "[e-/ADU] gain used for the noise model"),
+            ("RDNOISE", params.read_noise, "[e-] read noise used for the noise model"),
+            ("IMAGAREA", params.image_area.to_section(), "raw pixels kept (FITS section)"),
+            ("OVSCMETH", method, "overscan method"),
+            ("OVSCAREA", " ".join(r.to_section() for r in params.overscans) or "none",
+             "overscan areas (FITS sections)"),
+        ]
+        if params.overscans and np.isfinite(stats.get("overscan_level", np.nan)):
+            cards.append(("OVSCLVL", round(float(stats["overscan_level"]), 4),
+                          "[adu] median overscan level subtracted"))
+        if params.saturation is not None:
+            cards.append(("SATURATE", params.saturation, "[adu] raw level flagged saturated"))
+        return cards
+    layout = params.layout
+    levels = stats.get("overscan_levels", {})
+    cards = [("DETNAME", layout.name, "detector (CCD) calibrated"),
+             ("NAMPS", len(layout.amplifiers), "amplifiers assembled"),
+             ("CCDSUM", f"{layout.binning[0]} {layout.binning[1]}", "binning (x y)"),
+             ("OVSCMETH", method, "overscan method")]
+    for i, amp in enumerate(layout.amplifiers, start=1):
+        cards += [
+            (f"AMPNAM{i}", amp.name, f"amplifier {i}, read from HDU {amp.hdu}"),
+            (f"AMPSEC{i}", amp.data.to_section(), "its data in the raw HDU"),
+            (f"DETSEC{i}", amp.destination.to_section()
+             + (" flipped" if amp.flip_x or amp.flip_y else ""), "its place in this image"),
+            (f"GAIN{i}", amp.gain, f"[e-/ADU] {amp.gain_source}"[:46]),
+            (f"RDNOIS{i}", amp.read_noise, f"[e-] {amp.read_noise_source}"[:46]),
+        ]
+        if np.isfinite(levels.get(amp.name, np.nan)):
+            cards.append((f"OVSCLV{i}", round(float(levels[amp.name]), 4),
+                          "[adu] median overscan level subtracted"))
+        if amp.saturation is not None:
+            cards.append((f"SATUR{i}", amp.saturation, "[adu] raw level flagged saturated"))
+    return cards
 
 
 def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.ndarray,

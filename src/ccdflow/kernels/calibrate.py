@@ -24,46 +24,54 @@ OUTLIER_SIGMA = 5.0
 
 
 @numba.njit(nogil=True, cache=True)
-def _first_pass(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, dark_scale,
-                dark_bias, flat, flat_err, norm, rn2, saturation, image, error,
-                mask):  # pragma: no cover
-    """Everything but the Poisson term: image = I, error = its variance so far, mask."""
-    ny, nx = image.shape
+def _first_pass(raw, level, var_level, y0, x0, ny, nx, flip_y, flip_x, oy, ox, scale, bias,
+                bias_err, dark, dark_err, dark_scale, dark_bias, flat, flat_err, norm, rn2,
+                saturation, image, error, mask):  # pragma: no cover
+    """Everything but the Poisson term: image = I, error = its variance so far, mask.
+
+    Output pixel ``(oy + i, ox + j)`` (and the masters' same pixel) takes raw pixel
+    ``(y0 + i', x0 + j')``, ``i' = ny - 1 - i`` when the block is mirrored along y, else ``i``.
+    """
     has_bias, has_dark, has_flat = bias.size > 0, dark.size > 0, flat.size > 0
     has_bias_err, has_dark_err, has_flat_err = bias_err.size > 0, dark_err.size > 0, \
         flat_err.size > 0
     per_row, per_col = level.shape[0] > 1, level.shape[1] > 1
     inv_norm = 1.0 / norm
     s2 = dark_scale * dark_scale
+    scale2 = scale * scale
     undefined = 0
     for i in range(ny):
-        li = y0 + i if per_row else 0
+        ri = y0 + (ny - 1 - i if flip_y else i)
+        li = ri if per_row else 0
+        p = oy + i
         for j in range(nx):
-            r = np.float64(raw[y0 + i, x0 + j])
-            lj = x0 + j if per_col else 0
+            rj = x0 + (nx - 1 - j if flip_x else j)
+            r = np.float64(raw[ri, rj])
+            lj = rj if per_col else 0
+            q = ox + j
             flags = 0 if math.isfinite(r) else 1
-            value = r - level[li, lj]
-            var = var_level[li, lj] + rn2
+            value = (r - level[li, lj]) * scale
+            var = var_level[li, lj] * scale2 + rn2
             var_b = 0.0
             if has_bias:
-                b = np.float64(bias[i, j])
+                b = np.float64(bias[p, q])
                 if not math.isfinite(b):
                     flags |= 8
                 value -= b
                 if has_bias_err:
-                    e = np.float64(bias_err[i, j])
+                    e = np.float64(bias_err[p, q])
                     if math.isfinite(e):
                         var_b = e * e
                     elif math.isfinite(b):
                         undefined += 1
             var_d, dark_known = 0.0, False
             if has_dark:
-                d = np.float64(dark[i, j])
+                d = np.float64(dark[p, q])
                 if not math.isfinite(d):
                     flags |= 8
                 value -= dark_scale * d
                 if has_dark_err:
-                    e = np.float64(dark_err[i, j])
+                    e = np.float64(dark_err[p, q])
                     if math.isfinite(e):
                         var_d, dark_known = s2 * e * e, True
                     elif math.isfinite(d):
@@ -74,7 +82,7 @@ def _first_pass(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, d
             if dark_known:
                 var += max(var_d - dark_bias * dark_bias * var_b, 0.0)
             if has_flat:
-                f = np.float64(flat[i, j]) * inv_norm
+                f = np.float64(flat[p, q]) * inv_norm
                 if not math.isfinite(f):
                     flags |= 8  # no value: the same rule as for the bias and the dark
                 elif f > 0.0:
@@ -82,7 +90,7 @@ def _first_pass(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, d
                     value *= inv_f
                     var *= inv_f * inv_f
                     if has_flat_err:
-                        e = np.float64(flat_err[i, j]) * inv_norm
+                        e = np.float64(flat_err[p, q]) * inv_norm
                         if math.isfinite(e):
                             var += value * value * e * e * inv_f * inv_f
                         else:
@@ -94,25 +102,25 @@ def _first_pass(raw, level, var_level, y0, x0, bias, bias_err, dark, dark_err, d
             if (flags & 13) == 0 and not math.isfinite(value):
                 flags |= 1  # e.g. an overscan level without any finite pixel
             if flags & 13:
-                image[i, j] = np.nan
-                error[i, j] = np.nan
+                image[p, q] = np.nan
+                error[p, q] = np.nan
             else:
-                image[i, j] = value
-                error[i, j] = var
-            mask[i, j] = flags
+                image[p, q] = value
+                error[p, q] = var
+            mask[p, q] = flags
     return undefined
 
 
 @numba.njit(nogil=True, cache=True)
-def _poisson_pass(dark, dark_scale, flat, norm, inv_gain, half, image, error,
+def _poisson_pass(dark, dark_scale, flat, norm, inv_gain, half, oy, ox, ny, nx, image, error,
                   mask):  # pragma: no cover
-    """Add the Poisson term, evaluated on a local estimate of the expected counts.
+    """Add the Poisson term over the block ``[oy:oy+ny, ox:ox+nx]``, from a local estimate.
 
     The estimate is ``F_n * S + s*D``: ``S`` the mean of the calibrated image over a
-    ``(2 half + 1)^2`` box around the pixel, the pixel itself left out (so its own noise does not
-    enter its error), running sums over rows and columns keeping the work O(1) per pixel.
+    ``(2 half + 1)^2`` box around the pixel, within the block, the pixel itself left out (so its
+    own noise does not enter its error), running sums over rows and columns keeping the work O(1)
+    per pixel.
     """
-    ny, nx = image.shape
     has_dark, has_flat = dark.size > 0, flat.size > 0
     inv_norm = 1.0 / norm
     col_sum = np.zeros(nx, dtype=np.float64)
@@ -121,39 +129,42 @@ def _poisson_pass(dark, dark_scale, flat, norm, inv_gain, half, image, error,
     row_n = np.zeros(nx + 1, dtype=np.int64)
     for k in range(min(half, ny)):
         for j in range(nx):
-            if mask[k, j] == 0:
-                col_sum[j] += image[k, j]
+            if mask[oy + k, ox + j] == 0:
+                col_sum[j] += image[oy + k, ox + j]
                 col_n[j] += 1
     for i in range(ny):
         add, drop = i + half, i - half - 1
+        p = oy + i
         for j in range(nx):
-            if add < ny and mask[add, j] == 0:
-                col_sum[j] += image[add, j]
+            q = ox + j
+            if add < ny and mask[oy + add, q] == 0:
+                col_sum[j] += image[oy + add, q]
                 col_n[j] += 1
-            if drop >= 0 and mask[drop, j] == 0:
-                col_sum[j] -= image[drop, j]
+            if drop >= 0 and mask[oy + drop, q] == 0:
+                col_sum[j] -= image[oy + drop, q]
                 col_n[j] -= 1
             row_sum[j + 1] = row_sum[j] + col_sum[j]
             row_n[j + 1] = row_n[j] + col_n[j]
         for j in range(nx):
-            if mask[i, j] & 13:
+            q = ox + j
+            if mask[p, q] & 13:
                 continue
-            value = np.float64(image[i, j])
+            value = np.float64(image[p, q])
             lo, hi = max(j - half, 0), min(j + half + 1, nx)
             total, n = row_sum[hi] - row_sum[lo], row_n[hi] - row_n[lo]
-            if mask[i, j] == 0:
+            if mask[p, q] == 0:
                 total -= value
                 n -= 1
             local = total / n if n > 0 else value
-            f = np.float64(flat[i, j]) * inv_norm if has_flat else 1.0
-            sd = dark_scale * np.float64(dark[i, j]) if has_dark else 0.0
-            var = np.float64(error[i, j])
-            scale = inv_gain / (f * f)
+            f = np.float64(flat[p, q]) * inv_norm if has_flat else 1.0
+            sd = dark_scale * np.float64(dark[p, q]) if has_dark else 0.0
+            var = np.float64(error[p, q])
+            per_count = inv_gain / (f * f)
             expected = max(f * local + sd, 0.0)
-            if (value - local) ** 2 > OUTLIER_SIGMA ** 2 * (var + expected * scale):
+            if (value - local) ** 2 > OUTLIER_SIGMA ** 2 * (var + expected * per_count):
                 # not described by its neighbourhood: its own counts are the better estimate
                 expected = max(f * value + sd, 0.0)
-            error[i, j] = math.sqrt(var + expected * scale)
+            error[p, q] = math.sqrt(var + expected * per_count)
 
 
 def _array(values, dtype=np.float32) -> np.ndarray:
@@ -179,8 +190,13 @@ def calibrate_pixels(
     read_noise: float = 0.0,
     saturation: float | None = None,
     smooth: int = 3,
+    electrons: bool = False,
+    flip_x: bool = False,
+    flip_y: bool = False,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    dest: tuple[int, int] = (0, 0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Calibrate one raw frame over its image area and propagate the variance.
+    """Calibrate one raw frame (or one amplifier of it) over its image area, with its variance.
 
     Parameters
     ----------
@@ -214,6 +230,17 @@ def calibrate_pixels(
     smooth : int
         Half-width of the box over which the expected signal of the Poisson term is estimated;
         0 evaluates it on the pixel's own value (biased low at low counts).
+    electrons : bool
+        Multiply ``raw - level`` by ``gain`` before anything else: the output (and the masters)
+        are in electrons.
+    flip_x, flip_y : bool
+        The area is stored mirrored along x / y relative to the output.
+    out : (image, error, mask), optional
+        Arrays of the assembled detector to write into (float32, float32, uint8), e.g. when each
+        amplifier of a frame is calibrated in turn; the masters are then of the same shape and
+        read at the same pixels. Default: new arrays of the area's shape.
+    dest : (row, column)
+        Where the area's first output pixel goes in `out` (and in the masters).
 
     Returns
     -------
@@ -253,10 +280,17 @@ def calibrate_pixels(
     (100.0, 54.0)
     """
     y0, y1, x0, x1 = area
-    shape = (y1 - y0, x1 - x0)
-    image = np.empty(shape, dtype=np.float32)
-    error = np.empty(shape, dtype=np.float32)
-    mask = np.empty(shape, dtype=np.uint8)
+    ny, nx = y1 - y0, x1 - x0
+    if out is None:
+        image = np.empty((ny, nx), dtype=np.float32)
+        error = np.empty((ny, nx), dtype=np.float32)
+        mask = np.empty((ny, nx), dtype=np.uint8)
+    else:
+        image, error, mask = out
+    oy, ox = dest
+    if oy < 0 or ox < 0 or oy + ny > image.shape[0] or ox + nx > image.shape[1]:
+        raise ValueError(f"an area of {ny}x{nx} at {dest} lies outside the output {image.shape}")
+    scale = float(gain) if electrons else 1.0
     level = np.atleast_2d(np.asarray(level, dtype=np.float64))
     var_level = np.atleast_2d(np.asarray(var_level, dtype=np.float64))
     if var_level.shape != level.shape:
@@ -265,10 +299,11 @@ def calibrate_pixels(
     dark, flat = _array(dark), _array(flat)
     saturation = math.inf if saturation is None else float(saturation)
     undefined = _first_pass(
-        raw, level, var_level, y0, x0, _array(bias), _array(bias_err), dark, _array(dark_err),
-        float(dark_scale), float(dark_bias), flat, _array(flat_err), float(norm),
-        (float(read_noise) / float(gain)) ** 2, saturation, image, error, mask,
+        raw, level, var_level, y0, x0, ny, nx, bool(flip_y), bool(flip_x), oy, ox, scale,
+        _array(bias), _array(bias_err), dark, _array(dark_err), float(dark_scale),
+        float(dark_bias), flat, _array(flat_err), float(norm),
+        (float(read_noise) * scale / float(gain)) ** 2, saturation, image, error, mask,
     )
-    _poisson_pass(dark, float(dark_scale), flat, float(norm), 1.0 / float(gain), int(smooth),
-                  image, error, mask)
+    _poisson_pass(dark, float(dark_scale), flat, float(norm), scale / float(gain), int(smooth),
+                  oy, ox, ny, nx, image, error, mask)
     return image, error, mask, int(undefined)
