@@ -18,7 +18,7 @@ from ccdflow.io.detectors import (
 from ccdflow.synthetic.amplifiers import make_amplifier_frame
 
 DATA = Path(__file__).parents[1] / "data"
-KAST_YAML = Path(__file__).parents[2] / "configs" / "instruments" / "kast_blue.yaml"
+KAST_YAML = Path(__file__).parents[2] / "src" / "ccdflow" / "configs" / "instruments" / "kast_blue.yaml"
 
 
 def _image(header, shape=(4, 20)):

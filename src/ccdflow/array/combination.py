@@ -363,7 +363,7 @@ def _whole_stack_chunks(stack: da.Array, budget: int) -> da.Array:
 
 
 def combine(stack: da.Array | np.ndarray | Sequence[NDData], *, params: CombineParams = CombineParams(),
-            budget: int = CHUNK_BUDGET) -> Combined:
+            budget: int = CHUNK_BUDGET, levels: da.Array | np.ndarray | None = None) -> Combined:
     """Combine a stack of frames along axis 0, lazily, one task per spatial chunk.
 
     Parameters
@@ -379,6 +379,9 @@ def combine(stack: da.Array | np.ndarray | Sequence[NDData], *, params: CombineP
         Rejection, reduction and error settings.
     budget : int
         Bytes per chunk used when the stack must be rechunked.
+    levels : array, optional
+        (N,) the frames' levels when ``params.scale`` is set, if already known (e.g. over a
+        whole detector of which ``stack`` is one amplifier); default `frame_levels` of ``stack``.
 
     Returns
     -------
@@ -425,7 +428,11 @@ def combine(stack: da.Array | np.ndarray | Sequence[NDData], *, params: CombineP
         stack = stack.astype(np.float32)
     stack = _whole_stack_chunks(stack, budget)
     # (N, 1, 1) with one block, so that map_blocks broadcasts it against every spatial chunk
-    levels = frame_levels(stack, params.scale)[:, None, None] if params.scale is not None else None
+    if params.scale is None:
+        levels = None
+    else:
+        levels = frame_levels(stack, params.scale) if levels is None else da.asarray(levels)
+        levels = levels.rechunk(-1)[:, None, None]
     kwargs = params.kernel_kwargs()
     out = da.map_blocks(
         _combine_chunk, stack, levels, kwargs,

@@ -9,21 +9,24 @@ bounded by the chunk budget whatever the number of frames.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
 import numpy as np
 
+from ccdflow.array.assemble import Units
 from ccdflow.array.calibration import CalibrationParams, dark_scale
-from ccdflow.array.combination import Combined, CombineParams, combine
+from ccdflow.array.combination import Combined, CombineParams, combine, frame_levels
+from ccdflow.array.detector import Amplifier, Detector
 from ccdflow.array.overscan import OverscanMethods, overscan_correction
 from ccdflow.array.sections import Region
+from ccdflow.errors import ConfigError
 
 __all__ = [
-    "StackGeometry", "corrected_stack", "master_bias", "master_dark", "master_flat", "normalise_flat",
-    "overscan_levels",
+    "StackGeometry", "combine_amplifiers", "corrected_stack", "master_bias", "master_dark",
+    "master_flat", "normalise_flat", "overscan_levels",
 ]
 
 ArrayLike = Any  # a numpy or dask array
@@ -101,40 +104,85 @@ def overscan_levels(stack: da.Array, params: CalibrationParams) -> da.Array | No
                              meta=np.empty((0, 0, 0), np.float32))
 
 
-def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | None = None,
+Stacks = Any  # a dask stack, or HDU -> dask stack for a detector read from several HDUs
+
+
+def _grid(layout: Detector) -> list[list[Amplifier]]:
+    """The amplifiers as rows of blocks that tile the detector (what `dask.array.block` takes)."""
+    rows: dict[tuple[int, int], list[Amplifier]] = {}
+    for amp in layout.amplifiers:
+        rows.setdefault((amp.destination.ymin, amp.destination.ymax), []).append(amp)
+    grid = [sorted(r, key=lambda a: a.destination.xmin) for _, r in sorted(rows.items())]
+    y = 0
+    for (y0, y1), row in zip(sorted(rows), grid, strict=True):
+        xs = [(a.destination.xmin, a.destination.xmax) for a in row]
+        tiled = xs[0][0] == 0 and xs[-1][1] == layout.shape[1] and all(
+            xs[i][1] == xs[i + 1][0] for i in range(len(xs) - 1))
+        if y0 != y or not tiled:
+            raise ConfigError("detector", f"masters of {layout.name} need amplifiers that tile the "
+                              "detector in rows; this layout leaves gaps or overlaps")
+        y = y1
+    if y != layout.shape[0]:
+        raise ConfigError("detector", f"the amplifiers of {layout.name} do not cover its rows")
+    return grid
+
+
+def _amplifier_piece(stack: da.Array, amp: Amplifier, params: CalibrationParams) -> da.Array:
+    """One amplifier of every frame: overscan-corrected, trimmed, mirrored into place, scaled."""
+    amp_params = dataclasses.replace(params, detector=None, image_area=amp.data,
+                                     overscans=amp.overscans, gain=amp.gain,
+                                     read_noise=amp.read_noise, saturation=amp.saturation)
+    levels = overscan_levels(stack, amp_params)
+    rows, cols = amp.data.slices
+    piece = stack[:, rows, cols]
+    if levels is not None:
+        levels = levels[:, rows if levels.shape[1] > 1 else slice(None),
+                        cols if levels.shape[2] > 1 else slice(None)]
+        # per-line levels in the piece's own bands, so the subtraction adds no rechunk
+        levels = levels.rechunk({axis: piece.chunks[axis] for axis in (1, 2)
+                                 if levels.shape[axis] > 1})
+        piece = piece - levels
+    if params.units == Units.electron:
+        piece = piece * np.float32(amp.gain)
+    if amp.saturation is not None:
+        # a saturated raw pixel says nothing of the level: it never enters a master
+        piece = da.where(stack[:, rows, cols] >= np.float32(amp.saturation), np.float32(np.nan),
+                         piece)
+    return piece[:, :: -1 if amp.flip_y else 1, :: -1 if amp.flip_x else 1]
+
+
+def corrected_stack(stack: Stacks, geometry: StackGeometry, *, bias: ArrayLike | None = None,
                     dark_rate: ArrayLike | None = None, per_second: bool = False) -> da.Array:
-    """Overscan-correct, trim, subtract bias and scaled dark, all lazily and band by band.
+    """Overscan-correct, trim, assemble, subtract bias and scaled dark, all lazily.
 
     Parameters
     ----------
-    stack : dask.array.Array
-        Raw (N, rows, columns) frames, whole stack in every chunk (`ccdflow.io.open_stack`).
+    stack : dask.array.Array or mapping of HDU to dask.array.Array
+        Raw (N, rows, columns) frames (`ccdflow.io.open_stack`); for a detector read from
+        several HDUs, one stack per HDU (``geometry.params.layout.hdus``).
     geometry : StackGeometry
-        Overscan and image-area parameters, and each frame's exposure time.
+        The frames' parameters (their detector: each amplifier's overscan, data section,
+        placement, gain, saturation; the units) and each frame's exposure time.
     bias : array-like, optional
-        Master bias (image-area shaped, ADU), numpy or dask; subtracted when given.
+        Master bias (assembled shape, the output's units), numpy or dask; subtracted when given.
     dark_rate : array-like, optional
-        Master dark rate (ADU/s); ``t_i * dark_rate`` is subtracted from frame i when given.
+        Master dark rate (units/s); ``t_i * dark_rate`` is subtracted from frame i when given.
     per_second : bool
         Divide each frame by its exposure time (for darks).
 
     Returns
     -------
     dask.array.Array
-        (N, image rows, image columns) float32; NaN where the raw pixel is at or above
-        ``params.saturation`` (so it does not enter the combination, and the count map shows it).
+        (N, rows, columns) of the assembled detector, float32; NaN where the raw pixel is at or
+        above its amplifier's saturation (so it does not enter the combination, and the count
+        map shows it). Every step is elementwise or a slice, so it fuses into the combine's
+        row-band tasks; only the overscan levels come from a first pass over the strips.
     """
     params = geometry.params
-    levels = overscan_levels(stack, params)
-    area = params.image_area.slices
-    out = stack
-    if levels is not None:
-        if levels.shape[1] == stack.shape[1]:
-            levels = levels.rechunk({1: stack.chunks[1]})
-        if levels.shape[2] == stack.shape[2]:
-            levels = levels.rechunk({2: stack.chunks[2]})
-        out = out - levels
-    out = out[:, area[0], area[1]]
+    layout = params.layout
+    stacks = stack if isinstance(stack, Mapping) else {layout.hdus[0]: stack}
+    pieces = [[_amplifier_piece(stacks[a.hdu], a, params) for a in row] for row in _grid(layout)]
+    out = pieces[0][0] if len(layout.amplifiers) == 1 else da.block(pieces)
     times = np.asarray(geometry.exptimes, dtype=np.float32)[:, None, None]
     if bias is not None:
         out = out - bias
@@ -143,17 +191,49 @@ def corrected_stack(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike
         out = out - np.asarray(scales, dtype=np.float32)[:, None, None] * dark_rate
     if per_second:
         out = out / np.maximum(times, np.float32(1e-30))
-    if params.saturation is not None:
-        # a saturated raw pixel says nothing of the level: it never enters a master
-        out = da.where(stack[:, area[0], area[1]] >= np.float32(params.saturation),
-                       np.float32(np.nan), out)
     return out.astype(np.float32)
+
+
+def combine_amplifiers(stack: da.Array, params: CombineParams, calibration: CalibrationParams, *,
+                       levels: da.Array | None = None) -> Combined:
+    """Combine an assembled stack amplifier by amplifier, each with its own noise model.
+
+    With one amplifier in ADU this is `combine`. Otherwise, when ``params`` carries a CCD noise
+    model (``gain``), each amplifier's block is combined with ``gain`` scaled by its gain
+    relative to the first amplifier's (in electrons: by ``1 / first gain``, every amplifier's
+    gain being 1 e-/e-) and its own ``read_noise``, and the results are assembled again. Frames
+    scaled to a level (flats) are scaled by the level of the whole detector, computed once,
+    never per amplifier (which would erase real differences between amplifiers).
+    """
+    layout = calibration.layout
+    electrons = calibration.units == Units.electron
+    if len(layout.amplifiers) == 1 and not electrons:
+        return combine(stack, params=params)
+    if params.scale is not None and levels is None:
+        levels = frame_levels(stack, params.scale)
+    first = layout.amplifiers[0].gain
+    blocks = []
+    for row in _grid(layout):
+        out_row = []
+        for amp in row:
+            amp_params = params
+            if params.gain is not None:
+                gain = params.gain * (1.0 if electrons else amp.gain) / first
+                amp_params = params.replace(gain=gain, read_noise=amp.read_noise)
+            rows, cols = amp.destination.slices
+            out_row.append(combine(stack[:, rows, cols], params=amp_params, levels=levels))
+        blocks.append(out_row)
+    if len(layout.amplifiers) == 1:
+        return blocks[0][0]
+    parts = {k: da.block([[getattr(c, k) for c in row] for row in blocks])
+             for k in ("data", "error", "count")}
+    return dataclasses.replace(blocks[0][0], **parts)
 
 
 def master_bias(stack: da.Array, geometry: StackGeometry, *,
                 params: CombineParams = CombineParams()) -> Combined:
     """Lazy master bias (ADU): overscan-corrected, trimmed bias frames combined."""
-    return combine(corrected_stack(stack, geometry), params=params)
+    return combine_amplifiers(corrected_stack(stack, geometry), params, geometry.params)
 
 
 def master_dark(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | None,
@@ -182,7 +262,8 @@ def master_dark(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | N
     -------
     Combined
     """
-    result = combine(corrected_stack(stack, geometry, bias=bias, per_second=True), params=params)
+    result = combine_amplifiers(corrected_stack(stack, geometry, bias=bias, per_second=True),
+                                params, geometry.params)
     if bias is None or bias_error is None:
         return result
     k = np.float32(geometry.inv_exptime)
@@ -201,7 +282,8 @@ def master_flat(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | N
     """
     if params.scale is None:
         params = params.replace(scale="median")
-    return combine(corrected_stack(stack, geometry, bias=bias, dark_rate=dark_rate), params=params)
+    return combine_amplifiers(corrected_stack(stack, geometry, bias=bias, dark_rate=dark_rate),
+                              params, geometry.params)
 
 
 def normalise_flat(data: np.ndarray, error: np.ndarray,

@@ -12,13 +12,16 @@ from typing import Any
 import yaml
 from dask.utils import parse_bytes
 
+from ccdflow.array.assemble import Units
 from ccdflow.array.badpixels import BadPixelParams
 from ccdflow.array.combination import CombineParams
+from ccdflow.array.detector import Detector
 from ccdflow.array.frame_quality import QualityParams
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import check_keys, parse_enum, parse_int, parse_number
 from ccdflow.array.sections import Region, parse_region
 from ccdflow.errors import ConfigError
+from ccdflow.io.detectors import load_instrument
 from ccdflow.io.frame_settings import HEADER, OFF, FrameSettings
 
 __all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "ResumeMode", "load_config"]
@@ -159,9 +162,17 @@ class CalibrationConfig:
     mask: bool = True
     float_frames_are_processed: bool = True
     strict: bool = False
+    instrument: Path | None = None
+    units: Units = Units.adu
 
     def __post_init__(self):
         key = "calibration"
+        object.__setattr__(self, "units", parse_enum(Units, self.units, key=f"{key}.units"))
+        if self.instrument is not None:
+            try:
+                self.__dict__["_detector"] = load_instrument(self.instrument)
+            except (ConfigError, OSError) as err:
+                raise ConfigError(f"{key}.instrument", f"{self.instrument}: {err}") from None
         if self.overscans not in (None, HEADER):
             overscans = (self.overscans,) if isinstance(self.overscans, Region) else self.overscans
             if not all(isinstance(r, Region) for r in overscans):
@@ -187,8 +198,13 @@ class CalibrationConfig:
                                   f"expected true or false, got {getattr(self, name)!r}")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, key: str = "calibration") -> CalibrationConfig:
-        """Validate the section; a bad value raises `ConfigError` naming ``calibration.<key>``."""
+    def from_dict(cls, data: Mapping[str, Any], *, key: str = "calibration",
+                  base: Path = Path(".")) -> CalibrationConfig:
+        """Validate the section; a bad value raises `ConfigError` naming ``calibration.<key>``.
+
+        ``instrument`` is the name of a shipped instrument file (``kast_blue``) or a path,
+        relative to ``base``.
+        """
         data = _mapping(data, key)
         check_keys(cls, data, key=key)
         out: dict[str, Any] = {}
@@ -227,7 +243,17 @@ class CalibrationConfig:
                 if not isinstance(data[name], bool):
                     raise ConfigError(f"{key}.{name}", f"expected true or false, got {data[name]!r}")
                 out[name] = data[name]
+        if data.get("instrument") is not None:
+            out["instrument"] = instrument_path(data["instrument"], base=base,
+                                                key=f"{key}.instrument")
+        if "units" in data:
+            out["units"] = parse_enum(Units, data["units"], key=f"{key}.units")
         return cls(**out)
+
+    @property
+    def detector(self) -> Detector | None:
+        """The amplifier layout of ``instrument`` (loaded and checked with the config)."""
+        return self.__dict__.get("_detector")
 
     def frame_settings(self, *, strict: bool | None = None) -> FrameSettings:
         """The settings every frame of the night is resolved with (`resolve_params`).
@@ -241,7 +267,7 @@ class CalibrationConfig:
             overscan_method=self.overscan_method, overscan_params=self.overscan_params,
             image_area=self.image_area, gain=self.gain, read_noise=self.read_noise,
             saturation=OFF if self.saturation is None else self.saturation, strict=strict,
-            prefix="calibration.")
+            prefix="calibration.", detector=self.detector, units=self.units)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -451,7 +477,8 @@ class NightConfig:
             directory=resolve(source_in["directory"], "input.directory")
             if "directory" in source_in else None,
             output=resolve(data.get("output", "reduced"), "output"),
-            calibration=CalibrationConfig.from_dict(_mapping(data.get("calibration"), "calibration")),
+            calibration=CalibrationConfig.from_dict(_mapping(data.get("calibration"), "calibration"),
+                                                    base=base),
             combine=CombineByKind(**combine),
             min_frames=MinFrames(**min_frames),
             stack_lights=stack,
@@ -478,6 +505,8 @@ class NightConfig:
                 "gain": cal.gain, "read_noise": cal.read_noise, "saturation": cal.saturation,
                 "mask": cal.mask, "float_frames_are_processed": cal.float_frames_are_processed,
                 "strict": cal.strict,
+                "instrument": str(cal.instrument) if cal.instrument else None,
+                "units": cal.units.value,
             },
             "combine": {k: v.to_dict() for k, v in self.combine.items()},
             "min_frames": dict(self.min_frames.items()),
@@ -490,6 +519,29 @@ class NightConfig:
                         "dashboard_address": self.cluster.dashboard_address,
                         "connect_timeout": self.cluster.connect_timeout},
         }
+
+
+#: Instrument files shipped with the package, named in a config by their stem.
+INSTRUMENTS = Path(__file__).resolve().parents[1] / "configs" / "instruments"
+
+
+def instrument_path(value: Any, *, base: Path, key: str = "calibration.instrument") -> Path:
+    """A shipped instrument's file by name (``kast_blue``), or a path relative to ``base``.
+
+    Examples
+    --------
+    >>> instrument_path("kast_blue", base=Path(".")).name
+    'kast_blue.yaml'
+    """
+    text = str(_path_value(value, key))
+    shipped = INSTRUMENTS / f"{text}.yaml"
+    if "/" not in text and not text.endswith((".yaml", ".yml")) and shipped.is_file():
+        return shipped
+    path = (base / text).resolve()
+    if not path.is_file():
+        known = sorted(p.stem for p in INSTRUMENTS.glob("*.yaml"))
+        raise ConfigError(key, f"no instrument file {path} (shipped: {', '.join(known)})")
+    return path
 
 
 def _reason(err: ConfigError) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,12 +14,16 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from ccdflow.errors import CcdflowError
+from ccdflow.array.detector import Detector
+from ccdflow.errors import CcdflowError, FrameReadError
+from ccdflow.io.detectors import assembled_header, header_detectors
 from ccdflow.io.filelist import ListedFrame
 from ccdflow.io.fits import read_header
 from ccdflow.io.headers import find_exposure_time
 from ccdflow.io.names import safe_name
 from ccdflow.io.products import file_sha1
+
+_LETTERED = re.compile(r"DATASEC[A-Z]")
 
 #: Threads reading headers at once: enough to hide a network file system's latency.
 READ_THREADS = 16
@@ -39,6 +46,14 @@ class FrameInfo:
     header: str = ""  # the header as FITS text: small, picklable, exact
     identity: tuple = ()
     error: str | None = None
+    # a frame read through several amplifiers or HDUs: the layout its headers describe (JSON),
+    # and for a file of several CCDs, which one this entry is
+    detector: str = ""
+    ccd: str = ""
+
+    def header_detector(self) -> Detector | None:
+        """The amplifier layout the file's headers describe, if it has several amplifiers/HDUs."""
+        return Detector.from_dict(json.loads(self.detector)) if self.detector else None
 
     def fits_header(self) -> fits.Header:
         """The frame's header, parsed once and shared: copy it before changing it."""
@@ -79,8 +94,9 @@ class FrameInfo:
 
     @property
     def stem(self) -> str:
-        """The file name without FITS and compression suffixes, made safe (`safe_name`)."""
-        return safe_name(output_stem(self.path), fallback="frame")
+        """The file name without FITS suffixes, ``_<CCD>`` added for one CCD of several; safe."""
+        stem = output_stem(self.path) + (f"_{self.ccd}" if self.ccd else "")
+        return safe_name(stem, fallback="frame")
 
 
 def output_stem(path: Path) -> str:
@@ -150,25 +166,51 @@ def describe_frames(listed: list[ListedFrame], *, content: bool = False,
         return _describe_one(entry, content=content, known=known)
 
     if threads <= 1 or len(listed) <= 1:
-        return [describe(entry) for entry in listed]
+        return [info for entry in listed for info in describe(entry)]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ccdflow-headers") as pool:
-        return list(pool.map(describe, listed))
+        return [info for infos in pool.map(describe, listed) for info in infos]
 
 
 def _describe_one(entry: ListedFrame, *, content: bool, known: Mapping[tuple, FrameInfo]
-                  ) -> FrameInfo:
+                  ) -> list[FrameInfo]:
     if entry.error:
-        return FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu, error=entry.error)
+        return [FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu, error=entry.error)]
     try:
         cached = _known(entry, content=content, known=known)
         if cached is not None:
-            return cached
-        hdu, header = read_header(entry.path, hdu=entry.hdu)
-        return FrameInfo.from_header(type=entry.type, path=entry.path, hdu=hdu, header=header,
-                                     identity=file_identity(entry.path, content=content))
+            return [cached]
+        try:
+            hdu, header = read_header(entry.path, hdu=entry.hdu)
+        except FrameReadError:
+            # an empty primary before one extension per amplifier (or per CCD) is no error
+            detectors = header_detectors(entry.path, hdu=entry.hdu)
+            if not detectors:
+                raise
+            return _describe_detectors(entry, detectors, content=content)
+        if any(_LETTERED.fullmatch(k) for k in header):
+            detectors = header_detectors(entry.path, hdu=hdu)
+            if detectors:
+                return _describe_detectors(entry, detectors, content=content)
+        return [FrameInfo.from_header(type=entry.type, path=entry.path, hdu=hdu, header=header,
+                                      identity=file_identity(entry.path, content=content))]
     except (CcdflowError, OSError) as err:
-        return FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
-                         error=f"{type(err).__name__}: {err}")
+        return [FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
+                          error=f"{type(err).__name__}: {err}")]
+
+
+def _describe_detectors(entry: ListedFrame, detectors: list[Detector], *, content: bool
+                        ) -> list[FrameInfo]:
+    """One entry per CCD of a file read through several amplifiers or HDUs."""
+    identity = file_identity(entry.path, content=content)
+    out = []
+    for det in detectors:
+        header = assembled_header(entry.path, det)
+        header["NAXIS1"], header["NAXIS2"] = det.shape[1], det.shape[0]
+        info = FrameInfo.from_header(type=entry.type, path=entry.path, hdu=det.hdus[0],
+                                     header=header, identity=identity)
+        out.append(dataclasses.replace(info, detector=json.dumps(det.to_dict()),
+                                       ccd=det.name if len(detectors) > 1 else ""))
+    return out
 
 
 def _known(entry: ListedFrame, *, content: bool, known: Mapping[tuple, FrameInfo]

@@ -104,7 +104,9 @@ def save_header_cache(output: str | Path, described: Iterable[tuple[FrameInfo, i
     >>> load_header_cache(folder)[(("/raw/b.fits", 5760, 1), "bias", 0)] == frame
     True
     """
-    frames = [_entry(frame, hdu) for frame, hdu in described if frame.error is None and frame.identity]
+    frames = [_entry(frame, hdu) for frame, hdu in described
+              # frames read through a detector are described again (one file, several entries)
+              if frame.error is None and frame.identity and not frame.detector]
     text = json.dumps({"format": _FORMAT, "version": __version__, "frames": frames})
     with atomic_path(Path(output) / CACHE_NAME) as tmp:
         tmp.write_text(text)

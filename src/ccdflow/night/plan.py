@@ -108,10 +108,12 @@ def frame_resolved(frame: FrameInfo, config: NightConfig) -> Resolved:
     A processed (floating-point) calibration frame is used whole, without overscan.
     """
     settings = config.calibration.frame_settings()
+    detector = frame.header_detector()
     if is_processed(frame, config):
-        settings = settings.replace(overscans=(), image_area=None)
+        settings = settings.replace(overscans=(), image_area=None, detector=None)
+        detector = None
     return resolve_params(frame.fits_header(), frame.shape, settings, path=str(frame.path),
-                          hdu=frame.hdu)
+                          hdu=frame.hdu, detector=detector)
 
 
 def master_combine(kind: str, frames: list[FrameInfo], config: NightConfig) -> CombineParams:
@@ -139,15 +141,18 @@ def master_combine(kind: str, frames: list[FrameInfo], config: NightConfig) -> C
             or any(is_processed(f, config) for f in frames)):
         return params
     resolved = [frame_resolved(f, config) for f in frames]
-    if any(dict(r.sources)[name] == "default" for r in resolved for name in ("gain", "read_noise")):
+    if any(source == "default" or source.startswith("default ")
+           for r in resolved for name, source in r.sources
+           if name.split("[")[0] in ("gain", "read_noise")):
         return params
-    gains = {r.params.gain for r in resolved}
-    noises = {r.params.read_noise for r in resolved}
+    # per amplifier, the first's: `combine_amplifiers` scales the others by their gain ratio
+    gains = {tuple(a.gain for a in r.params.layout.amplifiers) for r in resolved}
+    noises = {tuple(a.read_noise for a in r.params.layout.amplifiers) for r in resolved}
     times = {r.params.exptime for r in resolved}
     if len(gains) != 1 or len(noises) != 1 or (kind == "dark" and len(times) != 1):
         return params
-    gain = gains.pop() * (times.pop() if kind == "dark" else 1.0)
-    return params.replace(gain=gain, read_noise=noises.pop())
+    gain = gains.pop()[0] * (times.pop() if kind == "dark" else 1.0)
+    return params.replace(gain=gain, read_noise=noises.pop()[0])
 
 
 def frame_params(frame: FrameInfo, config: NightConfig) -> CalibrationParams:
@@ -202,7 +207,7 @@ def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
         params = resolved.params
         if resolved.notes:
             plan.notes.setdefault(str(frame.path), []).extend(resolved.notes)
-        layouts[(frame.shape, params.image_area, params.overscans,
+        layouts[(frame.shape, params.image_area, params.overscans, params.layout.layout_key,
                  is_processed(frame, config))].append((frame, params))
     if not layouts:
         raise IncompatibleFramesError(group[0].path, f"no usable frame in the {name} group")
@@ -229,10 +234,7 @@ def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
         needs = ()
     needs = tuple(n for n in needs if n in available)
     for need in needs:
-        if available[need].params.image_area.shape != first.image_area.shape:
-            raise IncompatibleFramesError(
-                group[0].path, f"image area {first.image_area.shape} differs from master {need}'s "
-                f"{available[need].params.image_area.shape}")
+        _check_match(group[0], first, need, available[need])
     notes = tuple((str(f.path), note) for f in group for note in plan.notes.get(str(f.path), ()))
     master = MasterPlan(name=name, kind=kind, filter=group[0].filter if kind == "flat" else "",
                         frames=tuple(group), params=first,
@@ -240,10 +242,32 @@ def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
                         needs=needs, notes=notes)
     # gain, read noise and saturation do not enter a master: leave them out of its key
     layout = {k: v for k, v in first.to_dict().items()
-              if k in ("image_area", "overscans", "overscan_method", "overscan_params")}
+              if k in ("image_area", "overscans", "overscan_method", "overscan_params", "units",
+                       "detector")}
     key = stable_hash(name, [f.identity for f in group], layout, master.combine.to_dict(),
                       [available[n].key for n in needs])
     return MasterPlan(**{**master.__dict__, "key": key})
+
+
+def _describe_layout(params: CalibrationParams) -> str:
+    layout = params.layout
+    return (f"detector {layout.name} ({len(layout.amplifiers)} amplifiers, binned "
+            f"{layout.binning[0]}x{layout.binning[1]}, {layout.shape[1]}x{layout.shape[0]} px)")
+
+
+def _check_match(frame: FrameInfo, params: CalibrationParams, name: str, master: MasterPlan) -> None:
+    """A frame and a master it needs must share the detector, binning, amplifier layout, units."""
+    theirs = master.params
+    if params.multi_amplifier or theirs.multi_amplifier:
+        if (params.layout.layout_key != theirs.layout.layout_key
+                or params.units != theirs.units):
+            raise MissingCalibrationError(
+                f"{frame.path}: no {master.kind} master for {_describe_layout(params)} in "
+                f"{params.units.value}; master {name} is for {_describe_layout(theirs)} in "
+                f"{theirs.units.value}")
+    elif theirs.shape != params.shape:
+        raise IncompatibleFramesError(
+            frame.path, f"image area {params.shape} differs from master {name}'s {theirs.shape}")
 
 
 def _pick(kind: str, frame: FrameInfo, masters: dict[str, MasterPlan], wanted: str,
@@ -346,10 +370,8 @@ def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, Master
     if frame.type == "light":
         flat = _pick("flat", frame, masters, flat_name(frame.filter), types_present)
     for name in (bias, dark, flat):
-        if name and masters[name].params.image_area.shape != params.image_area.shape:
-            raise IncompatibleFramesError(
-                frame.path, f"image area {params.image_area.shape} differs from master {name}'s "
-                f"{masters[name].params.image_area.shape}")
+        if name:
+            _check_match(frame, params, name, masters[name])
     stem = frame.stem
     if stems[stem] > 1:  # same file name in two folders
         stem = f"{stem}_{hashlib.sha1(str(frame.path).encode()).hexdigest()[:6]}"

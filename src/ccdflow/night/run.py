@@ -57,7 +57,10 @@ def plan_night(config: NightConfig) -> Plan:
     frames = describe_frames(wanted, content=config.resume == ResumeMode.content,
                              known=load_header_cache(config.output))
     plan = make_plan(frames, config)
-    plan.described = [(frame, entry.hdu) for frame, entry in zip(frames, wanted, strict=True)]
+    # a file read through several CCDs gives several frames: pair each with its listed HDU
+    listed_hdu = {(e.path, e.type): e.hdu for e in wanted}
+    plan.described = [(frame, listed_hdu.get((frame.path, frame.type), frame.hdu))
+                      for frame in frames]
     if config.output.is_dir():  # a plan alone (validate, plan) never creates the output folder
         _save_header_cache(config, plan)
     plan.ignored.update({str(f.path): f.ignored for f in listed if f.ignored})
