@@ -249,23 +249,26 @@ def _resolve_detector(header: fits.Header, settings: FrameSettings, detector: De
     A number given in the settings replaces the amplifier's own, whose source (header card,
     instrument file, default) is kept otherwise; every default is noted.
     """
-    sources, notes, amps = [], [], []
+    sources, amps = [], []
+    said: dict[str, list[str]] = {}  # what was assumed -> the amplifiers it was assumed for
     for amp in detector.amplifiers:
         changes = {}
         for name, (_, default, unit) in _NUMBERS.items():
             given, source = getattr(settings, name), getattr(amp, f"{name}_source")
-            why = source[source.index("("):] if "(" in source else ""
+            why = source[source.index("(") + 1:-1] if "(" in source else ""
             if given is not None:
                 changes[name] = None if given == OFF else given
-                changes[f"{name}_source"] = f"config {why}".strip()
+                changes[f"{name}_source"] = f"config ({why})" if why else "config"
+                if why:
+                    said.setdefault(f"{why} is not a number; the configured {name} {given} "
+                                    f"{unit} used", []).append(amp.name)
             elif source.startswith("default") and default is not None:
-                notes.append(f"{path}: amplifier {amp.name}: no usable {name} {why}".rstrip()
-                             + f"; {name} {default} {unit} assumed")
-            if why and given is not None:
-                notes.append(f"{path}: amplifier {amp.name}: {why[1:-1]} is not a number; "
-                             f"the configured {name} {given} {unit} used")
+                said.setdefault(f"no usable {name}{f' ({why})' if why else ''}; {name} {default} "
+                                f"{unit} assumed", []).append(amp.name)
             sources.append((f"{name}[{amp.name}]", changes.get(f"{name}_source", source)))
         amps.append(dataclasses.replace(amp, **changes))
+    notes = [f"{path}: amplifier{'s' if len(names) > 1 else ''} {', '.join(names)}: {text}"
+             for text, names in said.items()]
     exptime = _exptime(header, settings, sources, notes, path=path, hdu=hdu)
     detector = dataclasses.replace(detector, amplifiers=tuple(amps))
     params = CalibrationParams(detector=detector, overscan_method=settings.overscan_method,

@@ -74,11 +74,10 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
     try:
         masters = Masters(*(store.read_master(name) if name else None
                             for name in (plan.bias, plan.dark, plan.flat, plan.bpm)))
-        check_geometry(plan.frame.shape, plan.params, masters, path=str(plan.frame.path),
-                       hdu=plan.frame.hdu)
         clock.lap("masters")
-        raw = read_rows(str(plan.frame.path), plan.frame.hdu, slice(None))
-        if not np.isfinite(raw).any():
+        raw, shapes = _read_raw(plan)
+        check_geometry(shapes, plan.params, masters, path=str(plan.frame.path), hdu=plan.frame.hdu)
+        if not any(np.isfinite(r).any() for r in (raw.values() if isinstance(raw, dict) else [raw])):
             raise FrameError(plan.frame.path, "no pixel has a finite value", hdu=plan.frame.hdu)
         clock.lap("read")
         scale = math.nan if masters.dark is None else dark_scale(plan.params.exptime, masters.dark.exptime,
@@ -116,6 +115,17 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         return FrameResult(str(plan.frame.path), str(plan.output), FrameStatus.failed,
                            time.perf_counter() - start, f"{type(err).__name__}: {err}",
                            warnings=list(plan.notes) or None)
+
+
+def _read_raw(plan: FramePlan):
+    """The raw pixels: one image, or each HDU a detector reads; and their shapes."""
+    path = str(plan.frame.path)
+    hdus = plan.params.layout.hdus
+    if plan.params.multi_amplifier and hdus != (plan.frame.hdu,):
+        raw = {h: read_rows(path, h, slice(None)) for h in hdus}
+        return raw, {h: r.shape for h, r in raw.items()}
+    raw = read_rows(path, plan.frame.hdu, slice(None))
+    return raw, raw.shape
 
 
 class _Stopwatch:

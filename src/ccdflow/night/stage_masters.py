@@ -11,6 +11,7 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
+from ccdflow.array.assemble import Units
 from ccdflow.array.calibration import flat_norm
 from ccdflow.array.chunks import CHUNK_BUDGET
 from ccdflow.array.combination import frame_levels, rejected_fraction
@@ -65,8 +66,14 @@ class _Unusable(CcdflowError):
 
 def _combine(plan: MasterPlan, store: Store, budget: int):
     """The lazy combine, and for flats each frame's level (which must be finite and > 0)."""
-    stack = open_stack([f.path for f in plan.frames], hdu=[f.hdu for f in plan.frames],
-                       budget=budget)
+    paths = [f.path for f in plan.frames]
+    layout = plan.params.layout
+    if plan.params.multi_amplifier and layout.hdus != (plan.frames[0].hdu,):
+        # one stack per HDU the detector reads, chunked alike so the assembly adds no rechunk
+        stack = {h: open_stack(paths, hdu=[h] * len(paths), budget=budget // len(layout.hdus))
+                 for h in layout.hdus}
+    else:
+        stack = open_stack(paths, hdu=[f.hdu for f in plan.frames], budget=budget)
     geometry = StackGeometry(params=plan.params, exptimes=plan.exptimes)
     bias = bias_error = dark = None
     if "bias" in plan.needs:
@@ -98,7 +105,9 @@ FLAT_LEVEL_SIGMAS = 5.0
 
 
 def _unusable_flats(plan: MasterPlan, levels) -> dict[str, str]:
-    floor = FLAT_LEVEL_SIGMAS * plan.params.read_noise / plan.params.gain
+    electrons = plan.params.units == Units.electron
+    floor = FLAT_LEVEL_SIGMAS * max(a.read_noise / (1.0 if electrons else a.gain)
+                                    for a in plan.params.layout.amplifiers)
     out = {}
     for frame, level in zip(plan.frames, levels, strict=True):
         if not (np.isfinite(level) and level > floor):
