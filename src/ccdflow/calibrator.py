@@ -16,7 +16,6 @@ import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 
-from ccdflow.array.assemble import Units
 from ccdflow.array.calibration import (
     CalibratedFrame,
     CalibrationParams,
@@ -27,7 +26,7 @@ from ccdflow.array.calibration import (
     check_geometry,
     dark_scale,
 )
-from ccdflow.array.detector import Detector
+from ccdflow.array.detector import Detector, Units
 from ccdflow.array.frame_quality import QualityParams
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import parse_enum, parse_number

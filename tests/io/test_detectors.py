@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdflow.array.assemble import assemble_frame
+from ccdflow.array.calibration import CalibrationParams, Masters, calibrate_array
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError, FrameError, FrameReadError
 from ccdflow.io.detectors import (
@@ -16,6 +16,12 @@ from ccdflow.io.detectors import (
     read_detectors,
 )
 from ccdflow.synthetic.amplifiers import make_amplifier_frame
+
+
+def _assembled(raws, detector, **params):
+    """Overscan-corrected, trimmed and assembled: calibrated without any master."""
+    return calibrate_array(raws, params=CalibrationParams(detector=detector, **params),
+                           masters=Masters())[0]
 
 DATA = Path(__file__).parents[1] / "data"
 KAST_YAML = Path(__file__).parents[2] / "src" / "ccdflow" / "configs" / "instruments" / "kast_blue.yaml"
@@ -132,7 +138,7 @@ def test_kast_bias_amplifiers_agree_after_their_own_overscan():
     assert len(header_only.amplifiers) == 1  # the header alone does not know the two amplifiers
     one, two = kast.amplifiers
     before = float(raw[two.data.slices].mean() - raw[one.data.slices].mean())
-    image = assemble_frame({0: raw}, detector=kast).image
+    image = _assembled({0: raw}, kast)
     after = float(image[two.destination.slices].mean() - image[one.destination.slices].mean())
     assert 15 < before < 30  # the two pedestals, about 22 ADU apart
     assert abs(after) < 1.0
@@ -150,7 +156,7 @@ def test_sami_assembles_as_detsec_and_ccdsum_say(name):
     with fits.open(path) as hdul:
         raws = {h: hdul[h].data.astype(np.float32) for h in det.hdus}
         headers = {h: hdul[h].header for h in det.hdus}
-    image = assemble_frame(raws, detector=det, overscan_method="mean").image
+    image = _assembled(raws, det, overscan_method="mean")
     assert not np.isnan(image).any()
     for h, header in headers.items():  # independent placement straight from the strings
         (dx1, dx2), (dy1, dy2) = (map(int, p.split(":")) for p in header["DATASEC"][1:-1].split(","))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ccdflow.kernels.assemble import fill_amplifier, place_amplifier
+from ccdflow.kernels.assemble import place_amplifier
 
 
 @pytest.mark.parametrize(("flip_x", "flip_y"), [(False, False), (True, False), (False, True),
@@ -22,12 +22,6 @@ def test_place_subtracts_scales_and_mirrors(flip_x, flip_y):
     untouched = np.ones(out.shape, bool)
     untouched[1:4, 2:6] = False
     assert np.all(out[untouched] == -1.0)
-
-
-def test_fill_keeps_the_raw_orientation_of_per_line_values():
-    out = np.zeros((3, 2))
-    fill_amplifier(out, np.array([[1.0], [2.0], [3.0]]), dest=(0, 3, 0, 2), flip_y=True)
-    np.testing.assert_array_equal(out[:, 0], [3.0, 2.0, 1.0])
 
 
 def test_nan_propagates():

@@ -15,8 +15,7 @@ import dask.array as da
 import numpy as np
 from astropy.io import fits
 
-from ccdflow.array.assemble import Units
-from ccdflow.array.detector import Amplifier, Detector
+from ccdflow.array.detector import Amplifier, Detector, Units
 from ccdflow.array.frame_quality import QualityParams, flag_counts, flag_frame
 from ccdflow.array.overscan import OverscanMethods, OverscanParams, UserOverscan, overscan_correction
 from ccdflow.array.params import parse_enum

@@ -11,19 +11,35 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ccdflow.array.params import check_keys, parse_number
 from ccdflow.array.sections import Region, parse_region
 from ccdflow.errors import ConfigError
 
-__all__ = ["SOURCE_KINDS", "Amplifier", "Detector"]
+__all__ = ["SOURCE_KINDS", "Amplifier", "Detector", "Units"]
 
 #: How a provenance string of a gain, read noise or saturation starts: ``"header GAINA"``,
 #: ``"instrument file"``, ``"config"`` (optionally followed by why, e.g. ``"config (header
 #: GAIN='unavail')"``) or ``"default"``.
 SOURCE_KINDS = ("header", "instrument file", "config", "default")
 _VALUES = ("gain", "read_noise", "saturation")
+
+
+class Units(StrEnum):
+    """Units of a calibrated image.
+
+    Examples
+    --------
+    >>> Units("electron").value
+    'electron'
+    """
+
+    adu = "adu"
+    """Raw units: each amplifier's ADU, overscan-corrected."""
+    electron = "electron"
+    """Each amplifier multiplied by its own gain right after its overscan correction."""
 
 
 def _parse_source(value: Any, *, key: str) -> str:

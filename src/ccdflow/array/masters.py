@@ -16,10 +16,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ccdflow.array.assemble import Units
 from ccdflow.array.calibration import CalibrationParams, dark_scale
 from ccdflow.array.combination import Combined, CombineParams, combine, frame_levels
-from ccdflow.array.detector import Amplifier, Detector
+from ccdflow.array.detector import Amplifier, Detector, Units
 from ccdflow.array.overscan import OverscanMethods, overscan_correction
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError

@@ -12,9 +12,8 @@ from typing import Any, Literal
 
 from astropy.io import fits
 
-from ccdflow.array.assemble import Units
 from ccdflow.array.calibration import CalibrationParams
-from ccdflow.array.detector import Detector
+from ccdflow.array.detector import Detector, Units
 from ccdflow.array.overscan import OverscanMethods, OverscanParams, UserOverscan
 from ccdflow.array.params import parse_enum, parse_number
 from ccdflow.array.sections import Region, region_from_section

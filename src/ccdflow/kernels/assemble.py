@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fill_amplifier", "place_amplifier"]
+__all__ = ["place_amplifier"]
 
 Bounds = tuple[int, int, int, int]
 
@@ -64,30 +64,3 @@ def place_amplifier(
     np.subtract(block, level, out=view, casting="unsafe")
     if scale != 1.0:
         np.multiply(view, scale, out=view, casting="unsafe")
-
-
-def fill_amplifier(out: np.ndarray, value: np.ndarray | float, *, dest: Bounds,
-                   flip_x: bool = False, flip_y: bool = False) -> None:
-    """Write `value` (a scalar or an array broadcastable in raw orientation) into ``out[dest]``.
-
-    Parameters
-    ----------
-    out : numpy.ndarray
-        The 2-D map, written in place.
-    value : numpy.ndarray or float
-        What to write, e.g. the amplifier's gain or its per-row overscan variance.
-    dest : (ymin, ymax, xmin, xmax)
-        Destination in `out`.
-    flip_x, flip_y : bool
-        Mirror as the amplifier's data are mirrored.
-
-    Examples
-    --------
-    >>> out = np.zeros((2, 2))
-    >>> fill_amplifier(out, np.array([[1.0], [2.0]]), dest=(0, 2, 0, 2), flip_y=True)
-    >>> out
-    array([[2., 2.],
-           [1., 1.]])
-    """
-    view = _view(out, dest, flip_x=flip_x, flip_y=flip_y)
-    view[...] = value

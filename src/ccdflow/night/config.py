@@ -12,10 +12,9 @@ from typing import Any
 import yaml
 from dask.utils import parse_bytes
 
-from ccdflow.array.assemble import Units
 from ccdflow.array.badpixels import BadPixelParams
 from ccdflow.array.combination import CombineParams
-from ccdflow.array.detector import Detector
+from ccdflow.array.detector import Detector, Units
 from ccdflow.array.frame_quality import QualityParams
 from ccdflow.array.overscan import OverscanMethods, OverscanParams
 from ccdflow.array.params import check_keys, parse_enum, parse_int, parse_number

@@ -11,10 +11,10 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
-from ccdflow.array.assemble import Units
 from ccdflow.array.calibration import flat_norm
 from ccdflow.array.chunks import CHUNK_BUDGET
 from ccdflow.array.combination import frame_levels, rejected_fraction
+from ccdflow.array.detector import Units
 from ccdflow.array.masters import (
     StackGeometry,
     corrected_stack,
