@@ -16,6 +16,7 @@ KINDS = {
     "Calibrator": "class", "OverscanMethods": "class", "OverscanParams": "class",
     "CombineParams": "class", "Combined": "class", "combine": "function", "Frame": "class",
     "open_frame": "function", "open_stack": "function", "Master": "class", "Region": "class",
+    "Detector": "class",
     "ImageReduction": "class", "NightConfig": "class", "load_config": "function",
     "reduce_night": "function", "read_product": "function", "CcdflowError": "class", "ConfigError": "class",
     "FrameError": "class", "FrameReadError": "class", "IncompatibleFramesError": "class",

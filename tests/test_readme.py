@@ -27,6 +27,11 @@ def _seed_files(folder: Path) -> None:
     fits.writeto(folder / "masters/master_dark3.fits", np.full((4096, 4096), 0.1, np.float32),
                  fits.Header([("EXPTIME", 1.0)]))
     fits.writeto(folder / "reduced/masters/bias.fits", np.full((4116, 4096), 990.0, np.float32))
+    # a frame shaped as Kast's blue arm: two amplifiers side by side, their overscans after them
+    kast = rng.normal(943.0, 3.0, (350, 2112))
+    kast[:, 1024:2048] += 22.0
+    kast[:, 2080:2111] += 22.0
+    fits.writeto(folder / "kast_raw.fits", kast.astype(np.uint16), fits.Header([("EXPTIME", 30.0)]))
 
 
 def _free(port: int) -> bool:
@@ -35,7 +40,7 @@ def _free(port: int) -> bool:
 
 
 def test_the_readme_has_the_examples_this_test_runs():
-    assert len(BLOCKS) == 5
+    assert len(BLOCKS) == 6
 
 
 def test_every_python_example_runs_as_written(tmp_path, monkeypatch):
@@ -59,3 +64,6 @@ def test_every_python_example_runs_as_written(tmp_path, monkeypatch):
     assert namespace["ccd"].unit == "adu" and namespace["count"].ndim == 2
     assert Path("reduced.fits").exists() and Path("reduced.html").exists()
     assert namespace["report"].ok
+    kast = fits.getdata("kast_calibrated.fits")
+    assert kast.shape == (350, 2048) and fits.getheader("kast_calibrated.fits")["BUNIT"] == "electron"
+    assert abs(kast[:, :1024].mean() - kast[:, 1024:].mean()) < 0.5  # the 22 ADU step is gone

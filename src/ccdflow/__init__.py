@@ -27,6 +27,7 @@ _LAZY = {
     "open_stack": "ccdflow.io.fits",
     "Master": "ccdflow.array.calibration",
     "Region": "ccdflow.array.sections",
+    "Detector": "ccdflow.array.detector",
     "ImageReduction": "ccdflow.reduction",
     "NightConfig": "ccdflow.night.config",
     "load_config": "ccdflow.night.config",
