@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from ccdflow.array.detector import Detector
 from ccdflow.synthetic.amplifiers import AmplifierCamera
 from ccdflow.synthetic.frames import FRAME_KINDS, Instrument, make_truth, observation_cards, star_field
 from ccdflow.synthetic.night import PlannedFrame, night_plan, write_filelist
@@ -113,7 +114,7 @@ class AmplifierNightTruth:
                 raise ValueError(f"{name} has shape {np.shape(image)}, not {self.camera.shape}")
 
     @property
-    def detector(self):
+    def detector(self) -> Detector:
         """The `Detector` the raw headers describe."""
         return self.camera.detector
 
