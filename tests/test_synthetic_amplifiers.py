@@ -30,3 +30,24 @@ def test_truth_and_electronics():
     assert sides == {True, False}
     with pytest.raises(ValueError, match="layout"):
         make_amplifier_frame(layout="mosaic", seed=0)
+
+
+@pytest.mark.parametrize("layout", ["extensions", "lettered"])
+def test_two_amplifiers_side_by_side(layout):
+    frame = make_amplifier_frame(layout=layout, n_amplifiers=2, seed=2, level=500.0,
+                                 amp_shape=(6, 5), n_overscan=3)
+    det = frame.detector
+    assert det.name == "SYNTH-2AMP" and det.shape == (6, 10)
+    assert [(a.name, a.destination.xmin, a.flip_x, a.flip_y) for a in det.amplifiers] == [
+        ("A", 0, False, False), ("B", 5, True, False)]
+    assert frame.truth.gain[:, :5].tolist() == [[1.5] * 5] * 6
+    assert frame.truth.gain[:, 5:].tolist() == [[2.0] * 5] * 6
+    if layout == "lettered":
+        header = frame.hdul[0].header
+        assert frame.hdul[0].data.shape == (6, 16) and "DATASECC" not in header
+        assert (header["DATASECB"], header["BIASSECB"], header["DETSECB"]) == (
+            "[12:16,1:6]", "[9:11,1:6]", "[10:6,1:6]")
+    else:
+        assert [h.name for h in frame.hdul[1:]] == ["A", "B"]
+    with pytest.raises(ValueError, match="n_amplifiers must be one of"):
+        make_amplifier_frame(n_amplifiers=1, seed=0)

@@ -273,12 +273,40 @@ def write_synthetic_night(directory: Path, *, size: int, n_light: int, seed: int
 @click.option("--size", default=256, show_default=True, help="Image rows and columns.")
 @click.option("--lights", default=4, show_default=True, help="Lights per filter.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--amplifiers", default=1, show_default=True,
+              help="Amplifiers of the CCD: 1, 2 (side by side) or 4 (2 x 2).")
+@click.option("--layout", type=click.Choice(["extensions", "lettered"]),
+              help="With 2 or 4 amplifiers: one extension per amplifier (default) or one image "
+                   "with lettered keys (DATASECA, ...).")
 @_verbosity
-def synth(directory: Path, size: int, lights: int, seed: int) -> None:
-    """Write a synthetic night (raw frames, night.csv, night.yaml) into DIRECTORY."""
-    path = write_synthetic_night(directory, size=size, n_light=lights, seed=seed)
+def synth(directory: Path, size: int, lights: int, seed: int, amplifiers: int,
+          layout: str | None) -> None:
+    """Write a synthetic night (raw frames, night.csv, night.yaml) into DIRECTORY.
+
+    With --amplifiers 2 or 4 the night is of a multi-amplifier CCD, with its truth in truth.json
+    and truth.npz and no night.yaml.
+    """
+    if amplifiers not in (1, 2, 4):
+        raise click.BadParameter(f"must be 1, 2 or 4, not {amplifiers}", param_hint="--amplifiers")
+    if amplifiers == 1:
+        if layout is not None:
+            raise click.BadParameter("applies to 2 or 4 amplifiers only", param_hint="--layout")
+        path = write_synthetic_night(directory, size=size, n_light=lights, seed=seed)
+        if not _quiet():
+            click.echo(f"synthetic night written; reduce it with: ccdflow run {path}")
+        return
+    from ccdflow.synthetic import write_amplifier_night
+
+    rows, cols = (1, 2) if amplifiers == 2 else (2, 2)
+    if size < 2 * max(rows, cols):
+        raise click.BadParameter(f"must be at least {2 * max(rows, cols)}", param_hint="--size")
+    night = write_amplifier_night(directory, layout=layout or "extensions",
+                                  n_amplifiers=amplifiers, n_light=lights, seed=seed,
+                                  amp_shape=(size // rows, size // cols),
+                                  n_overscan=max(8, size // 16))
     if not _quiet():
-        click.echo(f"synthetic night written; reduce it with: ccdflow run {path}")
+        click.echo(f"synthetic {amplifiers}-amplifier night written to {night.directory} "
+                   f"(raw/, {night.filelist.name}, truth.json, truth.npz)")
 
 
 @main.command()

@@ -316,7 +316,7 @@ def make_frame(truth: Truth, *, imagetyp: str, exptime: float = 0.0, filter: str
         if kind == "flat":
             signal = np.full((inst.ny, inst.nx), float(flat_level))
         else:
-            signal = (sky + _star_field(inst, object, n_stars)) * (t / 60.0)
+            signal = (sky + star_field((inst.ny, inst.nx), object, n_stars)) * (t / 60.0)
         electrons = electrons + truth.flats[filter] * signal * inst.gain
     image_e = rng.poisson(electrons).astype(np.float64)
     image_e += rng.normal(0.0, inst.read_noise, image_e.shape)
@@ -342,18 +342,29 @@ def _pick_filter(truth: Truth, name: str | None) -> str:
     return name
 
 
-def _star_field(inst: Instrument, name: str, n_stars: int) -> np.ndarray:
-    """Noiseless stars in ADU per minute, a pure function of the object name and geometry."""
-    rng = np.random.default_rng([zlib.crc32(name.encode()), n_stars, inst.ny, inst.nx])
-    field = np.zeros((inst.ny, inst.nx))
+def star_field(shape: tuple[int, int], name: str, n_stars: int) -> np.ndarray:
+    """Noiseless Gaussian stars per minute, a pure function of the object name and image shape.
+
+    Peaks are 200-4000 per minute (log-uniform), FWHM 2-4 pixels, centres in the inner 80%; the
+    unit is the caller's (ADU for `make_frame`, electrons for the multi-amplifier night).
+
+    Examples
+    --------
+    >>> field = star_field((32, 32), "SYNTH FIELD", 3)
+    >>> field.shape, bool(200 < field.max() < 3 * 4000)
+    ((32, 32), True)
+    """
+    ny, nx = shape
+    rng = np.random.default_rng([zlib.crc32(name.encode()), n_stars, ny, nx])
+    field = np.zeros((ny, nx))
     for _ in range(n_stars):
-        yc = rng.uniform(0.1, 0.9) * (inst.ny - 1)
-        xc = rng.uniform(0.1, 0.9) * (inst.nx - 1)
+        yc = rng.uniform(0.1, 0.9) * (ny - 1)
+        xc = rng.uniform(0.1, 0.9) * (nx - 1)
         sigma = rng.uniform(2.0, 4.0) / (2 * np.sqrt(2 * np.log(2)))
         peak = 10 ** rng.uniform(np.log10(200), np.log10(4000))
         half = int(np.ceil(5 * sigma))
-        y0, y1 = max(int(yc) - half, 0), min(int(yc) + half + 1, inst.ny)
-        x0, x1 = max(int(xc) - half, 0), min(int(xc) + half + 1, inst.nx)
+        y0, y1 = max(int(yc) - half, 0), min(int(yc) + half + 1, ny)
+        x0, x1 = max(int(xc) - half, 0), min(int(xc) + half + 1, nx)
         yy, xx = np.mgrid[y0:y1, x0:x1]
         field[y0:y1, x0:x1] += peak * np.exp(-((yy - yc) ** 2 + (xx - xc) ** 2) / (2 * sigma**2))
     return field
@@ -375,6 +386,55 @@ def _add_cosmics(rng: np.random.Generator, image_e: np.ndarray, mask: np.ndarray
 
 def _header(inst: Instrument, kind: str, t: float, filter: str | None, object: str, seed: int,
             date_obs: str | None) -> fits.Header:
+    cards = observation_cards(kind, exptime=t, filter=filter, object=object, seed=seed,
+                              date_obs=date_obs, detector="SYNTH-CCD")
+    cards += [
+        ("BUNIT", "ADU"), ("GAIN", inst.gain), ("RDNOISE", inst.read_noise),
+        ("SATURATE", inst.saturation), ("BIASSEC", inst.biassec), ("DATASEC", inst.datasec),
+        ("TRIMSEC", inst.datasec), ("CCDSUM", "1 1"), ("CCD-TEMP", -100.0), ("SYNSEED", int(seed)),
+    ]
+    return fits.Header(cards)
+
+
+def observation_cards(kind: str, *, exptime: float, filter: str | None, object: str, seed: int,
+                      date_obs: str | None, detector: str) -> list[tuple[str, Any]]:
+    """The cards saying what a synthetic frame is: instrument, date, type, exposure, filter, object.
+
+    Every synthetic camera writes these alike, so the night planner sorts their frames the same way.
+
+    Parameters
+    ----------
+    kind : {"bias", "dark", "flat", "light"}
+        Written upper-case to ``IMAGETYP`` and ``OBSTYPE``.
+    exptime : float
+        ``EXPTIME`` in seconds.
+    filter : str or None
+        ``FILTER`` of flats and lights.
+    object : str
+        ``OBJECT`` of lights.
+    seed : int
+        The frame's seed; the default date is 2024-01-01 plus `seed` seconds (modulo one year).
+    date_obs : str or None
+        ISO ``DATE-OBS``.
+    detector : str
+        ``DETECTOR``.
+
+    Returns
+    -------
+    list of (key, value)
+
+    Raises
+    ------
+    ValueError
+        If `date_obs` is not an ISO date.
+
+    Examples
+    --------
+    >>> cards = observation_cards("light", exptime=60.0, filter="V", object="M 67", seed=0,
+    ...                           date_obs=None, detector="SYNTH-CCD")
+    >>> dict(cards)["IMAGETYP"], dict(cards)["DATE-OBS"], dict(cards)["OBJECT"]
+    ('LIGHT', '2024-01-01T00:00:00.000', 'M 67')
+    """
     if date_obs is None:
         start = datetime(2024, 1, 1) + timedelta(seconds=int(seed) % (365 * 86400))
         date_obs = start.isoformat(timespec="milliseconds")
@@ -383,17 +443,12 @@ def _header(inst: Instrument, kind: str, t: float, filter: str | None, object: s
     except ValueError as err:
         raise ValueError(f"date_obs is not an ISO date: {date_obs!r}") from err
     cards: list[tuple[str, Any]] = [
-        ("INSTRUME", "CCDFLOW-SYNTH"), ("TELESCOP", "SYNTHETIC"), ("DETECTOR", "SYNTH-CCD"),
+        ("INSTRUME", "CCDFLOW-SYNTH"), ("TELESCOP", "SYNTHETIC"), ("DETECTOR", detector),
         ("DATE-OBS", date_obs), ("MJD-OBS", round((when - _MJD_EPOCH).total_seconds() / 86400, 8)),
-        ("IMAGETYP", kind.upper()), ("OBSTYPE", kind.upper()), ("EXPTIME", t),
+        ("IMAGETYP", kind.upper()), ("OBSTYPE", kind.upper()), ("EXPTIME", exptime),
     ]
     if kind in ("flat", "light"):
         cards.append(("FILTER", filter))
     if kind == "light":
         cards.append(("OBJECT", object))
-    cards += [
-        ("BUNIT", "ADU"), ("GAIN", inst.gain), ("RDNOISE", inst.read_noise),
-        ("SATURATE", inst.saturation), ("BIASSEC", inst.biassec), ("DATASEC", inst.datasec),
-        ("TRIMSEC", inst.datasec), ("CCDSUM", "1 1"), ("CCD-TEMP", -100.0), ("SYNSEED", int(seed)),
-    ]
-    return fits.Header(cards)
+    return cards

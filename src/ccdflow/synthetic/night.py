@@ -87,34 +87,76 @@ def write_night(directory: str | Path, *, instrument: Instrument = Instrument(),
     root = Path(directory)
     (root / "raw").mkdir(parents=True, exist_ok=True)
     truth = make_truth(instrument, filters=filters, seed=seed)
-    rng = np.random.default_rng([seed, 1])
-    clock = datetime(2024, 1, 1, 16) + timedelta(days=int(seed) % 365)
+    plan = night_plan(filters=filters, n_bias=n_bias, n_dark=n_dark, dark_exptimes=dark_exptimes,
+                      n_flat=n_flat, flat_exptime=flat_exptime, n_light=n_light,
+                      light_exptime=light_exptime, seed=seed)
     files: dict[str, list[Path]] = {kind: [] for kind in FRAME_KINDS}
-    plan: list[tuple[str, str, dict[str, Any]]] = []
-    plan += [("bias", f"bias_{i:03d}", {}) for i in range(n_bias)]
-    for t in dark_exptimes:
-        plan += [("dark", f"dark_{_tag(t)}_{i:03d}", dict(exptime=t)) for i in range(n_dark)]
-    for f in filters:
-        plan += [("flat", f"flat_{_safe(f)}_{i:03d}",
-                  dict(exptime=flat_exptime, filter=f, flat_level=20000 * rng.uniform(0.8, 1.2)))
-                 for i in range(n_flat)]
-    for f in filters:
-        plan += [("light", f"light_{_safe(f)}_{i:03d}", dict(exptime=light_exptime, filter=f))
-                 for i in range(n_light)]
-    for index, (kind, stem, kwargs) in enumerate(plan):
-        child = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-        frame = make_frame(truth, imagetyp=kind, seed=child,
-                           date_obs=clock.isoformat(timespec="milliseconds"), **kwargs)
-        path = root / "raw" / f"{stem}.fits"
+    for entry in plan:
+        frame = make_frame(truth, imagetyp=entry.kind, seed=entry.seed, date_obs=entry.date_obs,
+                           **entry.kwargs)
+        path = root / "raw" / f"{entry.stem}.fits"
         frame.hdu.writeto(path, overwrite=True)
-        files[kind].append(path)
+        files[entry.kind].append(path)
+    return SyntheticNight(directory=root, instrument=instrument, truth=truth, files=files,
+                          filelist=write_filelist(root, files))
+
+
+@dataclass(frozen=True)
+class PlannedFrame:
+    """One frame of a synthetic night: its type, file stem, seed, date and `make_frame` keywords."""
+
+    kind: str
+    stem: str
+    seed: int
+    date_obs: str
+    kwargs: dict[str, Any]
+
+
+def night_plan(*, filters: Sequence[str], n_bias: int, n_dark: int,
+               dark_exptimes: Sequence[float], n_flat: int, flat_exptime: float, n_light: int,
+               light_exptime: float, seed: int) -> list[PlannedFrame]:
+    """The frames of a synthetic night in observing order, each with its own seed and date.
+
+    Flats get a ``flat_level`` of 16000-24000 (like twilight flats); every frame's seed derives
+    from `seed` and its place in the night, and the clock advances by each exposure plus 20 s.
+    Every synthetic night (single- or multi-amplifier) is planned here, so they list alike.
+
+    Examples
+    --------
+    >>> plan = night_plan(filters=("V",), n_bias=1, n_dark=1, dark_exptimes=(30.0,), n_flat=1,
+    ...                   flat_exptime=5.0, n_light=1, light_exptime=60.0, seed=0)
+    >>> [(p.kind, p.stem) for p in plan]
+    [('bias', 'bias_000'), ('dark', 'dark_030s_000'), ('flat', 'flat_V_000'), ('light', 'light_V_000')]
+    """
+    rng = np.random.default_rng([seed, 1])
+    items: list[tuple[str, str, dict[str, Any]]] = []
+    items += [("bias", f"bias_{i:03d}", {}) for i in range(n_bias)]
+    for t in dark_exptimes:
+        items += [("dark", f"dark_{_tag(t)}_{i:03d}", dict(exptime=t)) for i in range(n_dark)]
+    for f in filters:
+        items += [("flat", f"flat_{_safe(f)}_{i:03d}",
+                   dict(exptime=flat_exptime, filter=f, flat_level=20000 * rng.uniform(0.8, 1.2)))
+                  for i in range(n_flat)]
+    for f in filters:
+        items += [("light", f"light_{_safe(f)}_{i:03d}", dict(exptime=light_exptime, filter=f))
+                  for i in range(n_light)]
+    clock = datetime(2024, 1, 1, 16) + timedelta(days=int(seed) % 365)
+    plan = []
+    for index, (kind, stem, kwargs) in enumerate(items):
+        child = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+        plan.append(PlannedFrame(kind, stem, child, clock.isoformat(timespec="milliseconds"),
+                                 kwargs))
         clock += timedelta(seconds=float(kwargs.get("exptime", 0.0)) + 20.0)
+    return plan
+
+
+def write_filelist(root: Path, files: dict[str, list[Path]]) -> Path:
+    """Write ``root / "night.csv"`` listing `files` by type, paths relative to `root`."""
     filelist = root / "night.csv"
     lines = ["# ccdflow synthetic night"]
     lines += [f"{kind}, {p.relative_to(root).as_posix()}" for kind in FRAME_KINDS for p in files[kind]]
     filelist.write_text("\n".join(lines) + "\n")
-    return SyntheticNight(directory=root, instrument=instrument, truth=truth, files=files,
-                          filelist=filelist)
+    return filelist
 
 
 def _tag(seconds: float) -> str:
