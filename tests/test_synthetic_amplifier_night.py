@@ -7,11 +7,13 @@ amplifier minus the median of its overscan, mirrored where ``DETSEC`` runs backw
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from astropy.io import fits
 from click.testing import CliRunner
 
@@ -236,7 +238,8 @@ def test_cli_writes_a_multi_amplifier_night(tmp_path, amplifiers, layout, shape)
     args = ["synth", tmp_path, "--size", "32", "--lights", "1", "--amplifiers", amplifiers]
     result = _invoke(*args, *(["--layout", layout] if layout else []))
     assert result.exit_code == 0, result.output
-    assert f"synthetic {amplifiers}-amplifier night written to {tmp_path}" in result.stdout
+    assert (f"synthetic {amplifiers}-amplifier night written; reduce it with: ccdflow run "
+            f"{tmp_path / 'night.yaml'}") in result.stdout
     truth = AmplifierNightTruth.load(tmp_path)
     assert truth.camera.layout == (layout or "extensions")
     assert truth.camera.amp_shape == shape and truth.camera.shape == (32, 32)
@@ -244,7 +247,22 @@ def test_cli_writes_a_multi_amplifier_night(tmp_path, amplifiers, layout, shape)
     assert lights == ["light_R_000.fits", "light_V_000.fits"]
     (detector,) = read_detectors(tmp_path / "raw" / lights[0])
     assert len(detector.amplifiers) == int(amplifiers) and detector.shape == (32, 32)
-    assert not (tmp_path / "night.yaml").exists()
+    config = yaml.safe_load((tmp_path / "night.yaml").read_text())
+    assert "calibration" not in config  # the layout, sections, gains: all from the headers
+
+
+@pytest.mark.parametrize("layout", ["extensions", "lettered"])
+def test_demo_reduces_a_four_amplifier_night_from_its_headers_alone(tmp_path, layout):
+    result = _invoke("demo", "--directory", tmp_path / "demo", "--size", "32", "--amplifiers", "4",
+                     "--layout", layout, "--scheduler", "synchronous")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "demo" / "reduced" / "report.json").read_text())
+    assert report["ok"] and len(report["frames"]) == 8
+    path = tmp_path / "demo" / "reduced" / "lights" / "light_V_000.fits"
+    data, header = fits.getdata(path), fits.getheader(path)
+    assert data.shape == (32, 32) and header["NAMPS"] == 4
+    assert [header[f"GAIN{i}"] for i in range(1, 5)] == [
+        a.gain for a in AmplifierNightTruth.load(tmp_path / "demo").camera.detector.amplifiers]
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -249,23 +249,54 @@ def validate(config: Path) -> None:
     click.echo("config is valid")
 
 
-def write_synthetic_night(directory: Path, *, size: int, n_light: int, seed: int) -> Path:
-    """Write a synthetic night and its ``night.yaml``; return the YAML's path."""
+def write_synthetic_night(directory: Path, *, size: int, n_light: int, seed: int,
+                          amplifiers: int = 1, layout: str | None = None) -> Path:
+    """Write a synthetic night and its ``night.yaml``; return the YAML's path.
+
+    One amplifier: sections and detector numbers from the header cards the config names. Two or
+    four: the layout, sections, gains and read noise come from the headers with no key at all
+    (the truth goes to ``truth.json`` and ``truth.npz``).
+    """
     from ccdflow import synthetic
 
-    instrument = synthetic.Instrument(ny=size, nx=size, n_overscan=max(8, size // 16))
-    night = synthetic.write_night(directory, instrument=instrument, n_light=n_light, seed=seed)
-    config = {
-        "input": {"filelist": night.filelist.name},
-        "output": "reduced",
-        "calibration": {"overscans": "header", "overscan_method": "median_per_line",
-                        "image_area": "header", "gain": "header", "read_noise": "header"},
-        "stack_lights": True,
-    }
+    if amplifiers not in (1, 2, 4):
+        raise click.BadParameter(f"must be 1, 2 or 4, not {amplifiers}", param_hint="--amplifiers")
+    if amplifiers == 1:
+        if layout is not None:
+            raise click.BadParameter("applies to 2 or 4 amplifiers only", param_hint="--layout")
+        instrument = synthetic.Instrument(ny=size, nx=size, n_overscan=max(8, size // 16))
+        night = synthetic.write_night(directory, instrument=instrument, n_light=n_light, seed=seed)
+        calibration = {"overscans": "header", "overscan_method": "median_per_line",
+                       "image_area": "header", "gain": "header", "read_noise": "header"}
+    else:
+        rows, cols = (1, 2) if amplifiers == 2 else (2, 2)
+        if size < 2 * max(rows, cols):
+            raise click.BadParameter(f"must be at least {2 * max(rows, cols)}", param_hint="--size")
+        night = synthetic.write_amplifier_night(
+            directory, layout=layout or "extensions", n_amplifiers=amplifiers, n_light=n_light,
+            seed=seed, amp_shape=(size // rows, size // cols), n_overscan=max(8, size // 16))
+        calibration = {}  # everything per amplifier from the headers
+    config = {"input": {"filelist": night.filelist.name}, "output": "reduced",
+              **({"calibration": calibration} if calibration else {}), "stack_lights": True}
     path = Path(directory) / "night.yaml"
     path.write_text("# a synthetic night written by `ccdflow synth`\n"
                     + yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+_AMPLIFIER_OPTIONS = (
+    click.option("--amplifiers", default=1, show_default=True,
+                 help="Amplifiers of the CCD: 1, 2 (side by side) or 4 (2 x 2)."),
+    click.option("--layout", type=click.Choice(["extensions", "lettered"]),
+                 help="With 2 or 4 amplifiers: one extension per amplifier (default) or one "
+                      "image with lettered keys (DATASECA, ...)."),
+)
+
+
+def _amplifier_options(command):
+    for option in reversed(_AMPLIFIER_OPTIONS):
+        command = option(command)
+    return command
 
 
 @main.command()
@@ -273,40 +304,20 @@ def write_synthetic_night(directory: Path, *, size: int, n_light: int, seed: int
 @click.option("--size", default=256, show_default=True, help="Image rows and columns.")
 @click.option("--lights", default=4, show_default=True, help="Lights per filter.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--amplifiers", default=1, show_default=True,
-              help="Amplifiers of the CCD: 1, 2 (side by side) or 4 (2 x 2).")
-@click.option("--layout", type=click.Choice(["extensions", "lettered"]),
-              help="With 2 or 4 amplifiers: one extension per amplifier (default) or one image "
-                   "with lettered keys (DATASECA, ...).")
+@_amplifier_options
 @_verbosity
 def synth(directory: Path, size: int, lights: int, seed: int, amplifiers: int,
           layout: str | None) -> None:
     """Write a synthetic night (raw frames, night.csv, night.yaml) into DIRECTORY.
 
     With --amplifiers 2 or 4 the night is of a multi-amplifier CCD, with its truth in truth.json
-    and truth.npz and no night.yaml.
+    and truth.npz.
     """
-    if amplifiers not in (1, 2, 4):
-        raise click.BadParameter(f"must be 1, 2 or 4, not {amplifiers}", param_hint="--amplifiers")
-    if amplifiers == 1:
-        if layout is not None:
-            raise click.BadParameter("applies to 2 or 4 amplifiers only", param_hint="--layout")
-        path = write_synthetic_night(directory, size=size, n_light=lights, seed=seed)
-        if not _quiet():
-            click.echo(f"synthetic night written; reduce it with: ccdflow run {path}")
-        return
-    from ccdflow.synthetic import write_amplifier_night
-
-    rows, cols = (1, 2) if amplifiers == 2 else (2, 2)
-    if size < 2 * max(rows, cols):
-        raise click.BadParameter(f"must be at least {2 * max(rows, cols)}", param_hint="--size")
-    night = write_amplifier_night(directory, layout=layout or "extensions",
-                                  n_amplifiers=amplifiers, n_light=lights, seed=seed,
-                                  amp_shape=(size // rows, size // cols),
-                                  n_overscan=max(8, size // 16))
+    path = write_synthetic_night(directory, size=size, n_light=lights, seed=seed,
+                                 amplifiers=amplifiers, layout=layout)
     if not _quiet():
-        click.echo(f"synthetic {amplifiers}-amplifier night written to {night.directory} "
-                   f"(raw/, {night.filelist.name}, truth.json, truth.npz)")
+        what = "synthetic night" if amplifiers == 1 else f"synthetic {amplifiers}-amplifier night"
+        click.echo(f"{what} written; reduce it with: ccdflow run {path}")
 
 
 @main.command()
@@ -315,10 +326,13 @@ def synth(directory: Path, size: int, lights: int, seed: int, amplifiers: int,
 @click.option("--size", default=256, show_default=True, help="Image rows and columns.")
 @click.option("--scheduler", help="tcp://host:port of a dask scheduler, or threads/synchronous.")
 @click.option("--workers", type=click.IntRange(min=1), help="LocalCluster workers.")
+@_amplifier_options
 @_verbosity
-def demo(directory: Path, size: int, scheduler: str | None, workers: int | None) -> None:
-    """Synthesize a small night and reduce it end to end."""
-    path = write_synthetic_night(directory, size=size, n_light=4, seed=0)
+def demo(directory: Path, size: int, scheduler: str | None, workers: int | None, amplifiers: int,
+         layout: str | None) -> None:
+    """Synthesize a small night and reduce it end to end (--amplifiers 4: a 4-amplifier CCD)."""
+    path = write_synthetic_night(directory, size=size, n_light=4, seed=0, amplifiers=amplifiers,
+                                 layout=layout)
     if not _quiet():
         click.echo(f"synthetic night in {directory}")
     _run(path, scheduler, workers)

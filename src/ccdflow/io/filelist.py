@@ -7,7 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccdflow.errors import CcdflowError, ConfigError
+from astropy.io import fits
+
+from ccdflow.errors import CcdflowError, ConfigError, FrameReadError
+from ccdflow.io.detectors import assembled_header, header_detectors
 from ccdflow.io.fits import read_header
 from ccdflow.io.headers import frame_type
 
@@ -128,9 +131,24 @@ def scan_directory(directory: str | os.PathLike) -> list[ListedFrame]:
     return frames
 
 
+def _type_header(path: Path) -> tuple[int, fits.Header]:
+    """The header that says a frame's type (for one extension per amplifier: see below).
+
+    An empty primary before one extension per amplifier: the primary's cards completed by the
+    first amplifier's.
+    """
+    try:
+        return read_header(path)
+    except FrameReadError:
+        detectors = header_detectors(path)
+        if not detectors:
+            raise
+        return 0, assembled_header(path, detectors[0])
+
+
 def _classify(path: Path) -> ListedFrame:
     try:
-        hdu, header = read_header(path)
+        hdu, header = _type_header(path)
     except CcdflowError as err:
         return ListedFrame("", path.resolve(), 0, str(path), error=f"{type(err).__name__}: {err}")
     value = header.get("IMAGETYP", header.get("OBSTYPE"))
