@@ -93,6 +93,11 @@ class FrameInfo:
         return info
 
     @property
+    def label(self) -> str:
+        """How the frame is named in the report: its path, with ``[CCD]`` for one CCD of several."""
+        return f"{self.path}[{self.ccd}]" if self.ccd else str(self.path)
+
+    @property
     def stem(self) -> str:
         """The file name without FITS suffixes, ``_<CCD>`` added for one CCD of several; safe."""
         stem = output_stem(self.path) + (f"_{self.ccd}" if self.ccd else "")

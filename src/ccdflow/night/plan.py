@@ -177,19 +177,24 @@ def _zero_second_darks_are_biases(frames: list[FrameInfo], plan: Plan) -> list[F
     for frame in frames:
         if frame.type == "dark" and frame.exptime == 0:
             frame = replace(frame, type="bias")
-            plan.notes.setdefault(str(frame.path), []).append(
+            plan.notes.setdefault(frame.label, []).append(
                 f"{frame.path}: a dark with an exposure time of 0 s is a bias; used as a bias")
         out.append(frame)
     return out
+
+
+def _for_ccd(name: str, frame: FrameInfo) -> str:
+    """A master's name for the frame's CCD: masters of a file holding several CCDs are per CCD."""
+    return f"{name}_{safe_name(frame.ccd)}" if frame.ccd else name
 
 
 def _master_groups(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
     groups: dict[str, list[FrameInfo]] = defaultdict(list)
     for frame in frames:
         if frame.type == "flat":
-            groups[flat_name(frame.filter)].append(frame)
+            groups[_for_ccd(flat_name(frame.filter), frame)].append(frame)
         elif frame.type in ("bias", "dark"):
-            groups[frame.type].append(frame)
+            groups[_for_ccd(frame.type, frame)].append(frame)
     return groups
 
 
@@ -202,11 +207,11 @@ def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
         try:
             resolved = frame_resolved(frame, config)
         except CcdflowError as err:
-            failures[str(frame.path)] = f"{type(err).__name__}: {err}"
+            failures[frame.label] = f"{type(err).__name__}: {err}"
             continue
         params = resolved.params
         if resolved.notes:
-            plan.notes.setdefault(str(frame.path), []).extend(resolved.notes)
+            plan.notes.setdefault(frame.label, []).extend(resolved.notes)
         layouts[(frame.shape, params.image_area, params.overscans, params.layout.layout_key,
                  is_processed(frame, config))].append((frame, params))
     if not layouts:
@@ -219,7 +224,7 @@ def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
         why = ("mixes raw (integer) and processed (floating-point) frames"
                if is_processed(frame, config) != is_processed(reference, config)
                else "shape or layout differs")
-        failures[str(frame.path)] = (f"IncompatibleFramesError: {frame.path}: {why} from "
+        failures[frame.label] = (f"IncompatibleFramesError: {frame.path}: {why} from "
                                      f"{reference.path} in the {name} group; left out")
     return [frame for frame, _ in keep], keep[0][1]
 
@@ -235,7 +240,7 @@ def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
     needs = tuple(n for n in needs if n in available)
     for need in needs:
         _check_match(group[0], first, need, available[need])
-    notes = tuple((str(f.path), note) for f in group for note in plan.notes.get(str(f.path), ()))
+    notes = tuple((f.label, note) for f in group for note in plan.notes.get(f.label, ()))
     master = MasterPlan(name=name, kind=kind, filter=group[0].filter if kind == "flat" else "",
                         frames=tuple(group), params=first,
                         combine=master_combine(kind, group, config),
@@ -298,11 +303,11 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
         Masters in dependency order (bias, dark, flats), frames with their masters, outputs and
         resume keys, and the frames that cannot be done (with reasons).
     """
-    plan = Plan(inputs=[str(f.path) for f in frames])
+    plan = Plan(inputs=[f.label for f in frames])
     readable = []
     for frame in frames:
         if frame.error:
-            plan.failures[str(frame.path)] = frame.error
+            plan.failures[frame.label] = frame.error
         else:
             readable.append(frame)
     readable = _zero_second_darks_are_biases(readable, plan)
@@ -318,7 +323,7 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
             masters[name] = _plan_master(name, group, config, masters, plan)
         except CcdflowError as err:
             for frame in group:
-                plan.failures[str(frame.path)] = f"{type(err).__name__}: {err}"
+                plan.failures[frame.label] = f"{type(err).__name__}: {err}"
     plan.masters = list(masters.values())
     plan.bpms = _plan_bpms(masters, config)
     for kind in ("bias", "dark", "flat"):
@@ -333,7 +338,7 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
             plan.frames.append(_plan_frame(frame, config, masters, types_present, stems, counters,
                                            plan.bpms))
         except CcdflowError as err:
-            plan.failures[str(frame.path)] = f"{type(err).__name__}: {err}"
+            plan.failures[frame.label] = f"{type(err).__name__}: {err}"
     return plan
 
 
@@ -365,10 +370,11 @@ def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, Master
     params = resolved.params
     bias = dark = flat = None
     if not is_processed(frame, config):
-        bias = _pick("bias", frame, masters, "bias", types_present)
-        dark = _pick("dark", frame, masters, "dark", types_present)
+        bias = _pick("bias", frame, masters, _for_ccd("bias", frame), types_present)
+        dark = _pick("dark", frame, masters, _for_ccd("dark", frame), types_present)
     if frame.type == "light":
-        flat = _pick("flat", frame, masters, flat_name(frame.filter), types_present)
+        flat = _pick("flat", frame, masters, _for_ccd(flat_name(frame.filter), frame),
+                     types_present)
     for name in (bias, dark, flat):
         if name:
             _check_match(frame, params, name, masters[name])
@@ -376,7 +382,7 @@ def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, Master
     if stems[stem] > 1:  # same file name in two folders
         stem = f"{stem}_{hashlib.sha1(str(frame.path).encode()).hexdigest()[:6]}"
     folder = "lights" if frame.type == "light" else "arcs"
-    cube = f"{folder}_{safe_name(frame.filter or 'none')}"
+    cube = _for_ccd(f"{folder}_{safe_name(frame.filter or 'none')}", frame)
     index = counters[cube]
     counters[cube] += 1
     quality = config.quality.lights.to_dict() if frame.type == "light" else None

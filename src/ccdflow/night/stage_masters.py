@@ -201,7 +201,7 @@ def build_master(plan: MasterPlan, store: Store, config: NightConfig, *,
 def _notes(plan: MasterPlan) -> dict[str, list[str]] | None:
     out: dict[str, list[str]] = {}
     for path, note in plan.notes:
-        if any(str(f.path) == path for f in plan.frames):
+        if any(f.label == path for f in plan.frames):
             out.setdefault(path, []).append(note)
     return out or None
 
@@ -226,7 +226,7 @@ def _write(plan: MasterPlan, store: Store, config: NightConfig, output, data, er
                            rejected_fraction=rejected, exptime=exptime, filter=plan.filter,
                            extra=extra)
     add_fallback_notes(header, [note for _, note in plan.notes
-                                if any(str(f.path) == _ for f in plan.frames)])
+                                if any(f.label == _ for f in plan.frames)])
     write_master(output, data=data, error=error, count=count, header=header)
     store.write_master(plan.name, data=data, error=error, count=count, attrs={
         "key": plan.key, "kind": plan.kind, "filter": plan.filter, "exptime": exptime,
