@@ -14,7 +14,7 @@ from distributed.security import Security
 from ccdflow import synthetic as syn
 from ccdflow.errors import ConfigError
 from ccdflow.night import load_config, reduce_night
-from ccdflow.night.cluster import open_cluster
+from ccdflow.night.cluster import open_cluster, probe_scheduler
 from ccdflow.night.config import ClusterConfig
 
 
@@ -162,6 +162,14 @@ def test_a_night_on_a_tls_scheduler_with_the_configs_certificates(tmp_path):
             reduce_night(config, scheduler=cluster.scheduler_address.replace("tls", "tcp"),
                          security=security, echo=lambda *_: None)
         assert not (tmp_path / "other" / "reduced").exists()
+
+
+def test_an_unreachable_tls_address_is_a_config_error():
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(ConfigError, match=rf"^cluster.scheduler: cannot reach tls://127.0.0.1:{port}"):
+        probe_scheduler(f"tls://127.0.0.1:{port}", timeout=1.0, security=Security.temporary())
 
 
 def test_temporary_credentials_secure_a_cluster_started_here_only():
