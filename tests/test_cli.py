@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from distributed import LocalCluster
 
+from ccdflow import synthetic
 from ccdflow._version import __version__
 from ccdflow.cli import main
 from ccdflow.night import load_config
@@ -137,6 +139,32 @@ def test_run_rejects_a_bad_scheduler(night_yaml):
     assert result.exit_code == 2
     assert "error: --scheduler: expected null, 'threads'" in result.stderr
     assert not (night_yaml.parent / "reduced").exists()
+
+
+def test_run_writes_a_performance_report_on_a_cluster(tmp_path):
+    synthetic.write_night(tmp_path, instrument=synthetic.Instrument(ny=16, nx=16, n_overscan=4),
+                          n_bias=3, n_dark=0, n_flat=0, n_light=1, filters=("V",))
+    night_yaml = tmp_path / "night.yaml"
+    night_yaml.write_text(yaml.safe_dump({"input": {"filelist": "night.csv"}, "output": "reduced",
+                                          "calibration": {"overscans": "header",
+                                                          "image_area": "header"}}))
+    page = tmp_path / "perf" / "night.html"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                      dashboard_address=":0") as cluster:
+        result = _invoke("run", night_yaml, "--scheduler", cluster.scheduler_address,
+                         "--performance-report", page)
+    assert result.exit_code == 0, result.output
+    assert f"dask performance report: {page}" in result.stdout
+    text = page.read_text()
+    assert "<title>Dask Performance Report</title>" in text and "Task Stream" in text
+
+
+def test_run_refuses_a_performance_report_without_a_cluster(night_yaml, tmp_path):
+    result = _invoke("run", night_yaml, "--scheduler", "threads", "--performance-report",
+                     tmp_path / "perf.html")
+    assert result.exit_code == 2
+    assert "error: performance_report: dask writes a performance report only on a " in result.stderr
+    assert not (tmp_path / "perf.html").exists() and not (night_yaml.parent / "reduced").exists()
 
 
 def test_run_a_missing_config(tmp_path):

@@ -111,7 +111,8 @@ def _silent(*_args, **_kwargs) -> None:
     """Drop progress lines (``--quiet``)."""
 
 
-def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
+def _run(config_path: Path, scheduler: str | None, workers: int | None, *,
+         performance_report: Path | None = None) -> None:
     from ccdflow.night import load_config, reduce_night
     from ccdflow.night.config import check_scheduler
 
@@ -119,6 +120,7 @@ def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
         check_scheduler(scheduler, key="--scheduler")  # a typo is an error here, not a traceback
         config = load_config(config_path)
         report = reduce_night(config, scheduler=scheduler, n_workers=workers,
+                              performance_report=performance_report,
                               echo=_silent if _quiet() else click.echo, progress=not _quiet())
     except NightAbortedError as err:
         click.echo(f"aborted: {err} (the report says so; a rerun resumes)", err=True)
@@ -138,6 +140,8 @@ def _run(config_path: Path, scheduler: str | None, workers: int | None) -> None:
         page = config.output / "report.html"
         click.echo(f"outputs in {config.output}  (report: {config.output / 'report.json'}"
                    + (f", {page}" if page.exists() else "") + ")")
+        if performance_report is not None:
+            click.echo(f"dask performance report: {performance_report}")
     if not report.ok:
         click.echo(f"{len(report.failures)} failure(s):", err=True)
         for path, reason in report.failures.items():
@@ -150,16 +154,21 @@ _EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {int(s):>3}  {s.meaning}" for 
 
 @main.command(epilog=_EXIT_HELP)
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--scheduler", help="tcp://host:port of a dask scheduler, or threads/synchronous.")
+@click.option("--scheduler", help="tcp:// or tls://host:port of a dask scheduler, gateway://host "
+              "of a dask-gateway server, or threads/synchronous.")
 @click.option("--workers", type=click.IntRange(min=1), help="LocalCluster workers.")
+@click.option("--performance-report", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Write dask's performance report (HTML) of the night to FILE; "
+              "needs a dask cluster (an error with threads/synchronous/processes).")
 @click.option("--dry-run", is_flag=True, help="Print what each light will use; compute nothing.")
 @_verbosity
-def run(config: Path, scheduler: str | None, workers: int | None, dry_run: bool) -> None:
+def run(config: Path, scheduler: str | None, workers: int | None, performance_report: Path | None,
+        dry_run: bool) -> None:
     """Reduce the night described by CONFIG (YAML)."""
     if dry_run:
         _plan(config)
     else:
-        _run(config, scheduler, workers)
+        _run(config, scheduler, workers, performance_report=performance_report)
 
 
 def _plan(config_path: Path) -> None:

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from ccdflow import synthetic as syn
 from ccdflow.errors import ConfigError
 from ccdflow.night import load_config, reduce_night
-from ccdflow.night.cluster import open_cluster
+from ccdflow.night.cluster import open_cluster, probe_scheduler
 from ccdflow.night.config import ClusterConfig
 
 
@@ -121,3 +122,88 @@ def test_a_client_or_a_cluster_object_is_used_and_left_open(tmp_path):
         report = reduce_night(config, scheduler=cluster, echo=lambda *_: None, progress=False)
         assert report.ok and report.count("reused") == 1
         assert cluster.status.name == "running"
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+def _write_credentials(folder: Path, security) -> dict[str, str]:
+    """The in-memory PEMs of a temporary Security as files, named as in the config."""
+    folder.mkdir()
+    files = {"tls_ca_file": security.tls_ca_file, "tls_client_cert": security.tls_client_cert,
+             "tls_client_key": security.tls_client_key}
+    for name, text in files.items():
+        (folder / f"{name}.pem").write_text(text)
+    return {name: f"{folder.name}/{name}.pem" for name in files}
+
+
+def test_a_night_on_a_tls_scheduler_with_the_configs_certificates(tmp_path):
+    security = Security.temporary()
+    path = _night(tmp_path, timeout=5.0)
+    data = yaml.safe_load(path.read_text())
+    data["cluster"]["security"] = _write_credentials(tmp_path / "certs", security)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      security=security) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        data["cluster"]["scheduler"] = cluster.scheduler_address
+        path.write_text(yaml.safe_dump(data))
+        lines = []
+        report = reduce_night(load_config(path), echo=lines.append, progress=False)
+        assert report.ok and report.count("done") == 1
+        assert any(line.startswith(f"dask cluster: {cluster.scheduler_address}") for line in lines)
+        # the same scheduler without credentials, or with another authority's, is refused
+        config = load_config(_night(tmp_path / "other", timeout=2.0))
+        with pytest.raises(ConfigError, match=r"^cluster.security: tls://.* is a TLS address: give"):
+            reduce_night(config, scheduler=cluster.scheduler_address, echo=lambda *_: None)
+        with pytest.raises(ConfigError, match=r"^cluster.scheduler: TLS handshake with tls://.* failed"):
+            reduce_night(config, scheduler=cluster.scheduler_address, security=Security.temporary(),
+                         echo=lambda *_: None)
+        with pytest.raises(ConfigError, match=r"^cluster.security: .*use a tls:// address, not tcp://"):
+            reduce_night(config, scheduler=cluster.scheduler_address.replace("tls", "tcp"),
+                         security=security, echo=lambda *_: None)
+        assert not (tmp_path / "other" / "reduced").exists()
+
+
+def test_an_unreachable_tls_address_is_a_config_error():
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(ConfigError, match=rf"^cluster.scheduler: cannot reach tls://127.0.0.1:{port}"):
+        probe_scheduler(f"tls://127.0.0.1:{port}", timeout=1.0, security=Security.temporary())
+
+
+def test_temporary_credentials_secure_a_cluster_started_here_only():
+    config = ClusterConfig(n_workers=1, memory_limit="1GB")
+    with open_cluster(config, security=True, echo=lambda *_: None) as client:
+        assert client.scheduler.address.startswith("tls://")
+        assert client.submit(sum, [1, 2]).result() == 3
+    with pytest.raises(ConfigError, match=r"^cluster.security: temporary credentials .* not tcp://"):
+        with open_cluster(config, scheduler="tcp://127.0.0.1:8786", security=True):
+            pass
+    with pytest.raises(ConfigError, match=r"^cluster.security: expected a distributed.security.Security"):
+        with open_cluster(config, scheduler="tcp://127.0.0.1:8786", security="certs/"):
+            pass
+
+
+# --- performance report ---------------------------------------------------------------------------
+
+
+def test_the_performance_report_of_a_night_on_a_cluster(tmp_path):
+    config = load_config(_night(tmp_path, timeout=5.0))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster:
+        report = reduce_night(config, scheduler=cluster, performance_report=tmp_path / "perf.html",
+                              echo=lambda *_: None, progress=False)
+    assert report.ok
+    page = (tmp_path / "perf.html").read_text()
+    assert page.lstrip().lower().startswith("<!doctype html>")
+    assert "Dask Performance Report" in page and "Task Stream" in page
+    assert sorted(p.name for p in tmp_path.glob("*.part")) == []
+
+
+def test_a_performance_report_with_a_local_scheduler_is_refused_before_any_work(tmp_path):
+    config = load_config(_night(tmp_path, timeout=5.0))
+    with pytest.raises(ConfigError, match=r"^performance_report: .*only on a distributed cluster"):
+        reduce_night(config, scheduler="threads", performance_report=tmp_path / "perf.html",
+                     echo=lambda *_: None)
+    assert not (tmp_path / "perf.html").exists() and not (tmp_path / "reduced").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dask.utils import parse_bytes
 
 from ccdflow.array.badpixels import BadPixelParams
 from ccdflow.array.combination import CombineParams
@@ -22,8 +20,10 @@ from ccdflow.array.sections import Region, parse_region
 from ccdflow.errors import ConfigError
 from ccdflow.io.detectors import load_instrument
 from ccdflow.io.frame_settings import HEADER, OFF, FrameSettings
+from ccdflow.night.cluster_config import ClusterConfig, check_scheduler
 
-__all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "ResumeMode", "load_config"]
+__all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "ResumeMode", "check_scheduler",
+           "load_config"]
 
 FRAME_KINDS = ("bias", "dark", "flat", "light")
 
@@ -105,10 +105,6 @@ class ResumeMode(StrEnum):
     """Also the SHA-1 of every input file's bytes: reads every input on every run."""
 
 
-LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
-_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$")
-
-
 def _mapping(value: Any, key: str) -> dict[str, Any]:
     """A config section as a dict (``None`` is an empty section); anything else names ``key``."""
     if value is None:
@@ -122,29 +118,6 @@ def _path_value(value: Any, key: str) -> Path:
     if isinstance(value, bool) or not isinstance(value, str | Path) or not str(value).strip():
         raise ConfigError(key, f"expected a path, got {value!r}")
     return Path(value).expanduser()
-
-
-def check_scheduler(value: Any, *, key: str = "cluster.scheduler") -> str | None:
-    """Return a valid scheduler setting: ``None``, a local scheduler name or a dask address."""
-    if value is None or (isinstance(value, str) and (value in LOCAL_SCHEDULERS
-                                                     or _ADDRESS.match(value))):
-        return value
-    raise ConfigError(key, "expected null, 'threads', 'synchronous', 'processes' or an address "
-                      f"like tcp://host:port, got {value!r}")
-
-
-def _check_memory(memory: Any, *, key: str) -> None:
-    """A worker memory limit: null, ``"auto"``, a size dask understands (``"4GB"``) or bytes > 0."""
-    if memory is None or memory == "auto":
-        return
-    try:
-        size = parse_bytes(memory) if isinstance(memory, str) else memory
-    except ValueError:
-        size = None
-    if isinstance(size, bool) or not isinstance(size, int | float) or not size > 0:
-        raise ConfigError(key, "expected null, a size such as '4GB' or 'auto', or a number of bytes, "
-                          f"got {memory!r}")
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,45 +306,6 @@ class QualityConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClusterConfig:
-    """The ``cluster`` section: where the work runs."""
-
-    scheduler: str | None = None
-    n_workers: int | None = None
-    threads_per_worker: int = 1
-    memory_limit: str | int | None = None
-    dashboard_address: str = "127.0.0.1:0"
-    connect_timeout: float = 20.0
-
-    def __post_init__(self):
-        check_scheduler(self.scheduler, key="cluster.scheduler")
-        if not isinstance(self.dashboard_address, str) or not self.dashboard_address.strip():
-            raise ConfigError("cluster.dashboard_address",
-                              f"expected host:port such as '127.0.0.1:8787', got {self.dashboard_address!r}")
-        object.__setattr__(self, "connect_timeout", parse_number(
-            self.connect_timeout, key="cluster.connect_timeout", strict=True))
-        parse_int(self.n_workers, key="cluster.n_workers", minimum=1, allow_none=True)
-        parse_int(self.threads_per_worker, key="cluster.threads_per_worker", minimum=1)
-        _check_memory(self.memory_limit, key="cluster.memory_limit")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, key: str = "cluster") -> ClusterConfig:
-        """Validate the section."""
-        data = _mapping(data, key)
-        check_keys(cls, data, key=key)
-        return cls(
-            scheduler=check_scheduler(data.get("scheduler"), key=f"{key}.scheduler"),
-            n_workers=parse_int(data.get("n_workers"), key=f"{key}.n_workers", minimum=1,
-                                allow_none=True),
-            threads_per_worker=parse_int(data.get("threads_per_worker", 1),
-                                         key=f"{key}.threads_per_worker", minimum=1),
-            memory_limit=data.get("memory_limit"),
-            dashboard_address=data.get("dashboard_address", "127.0.0.1:0"),
-            connect_timeout=data.get("connect_timeout", 20.0),
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
 class NightConfig:
     """A whole night's configuration (``ccdflow init`` writes every key).
 
@@ -483,7 +417,7 @@ class NightConfig:
             stack_lights=stack,
             quality=QualityConfig.from_dict(_mapping(data.get("quality"), "quality"), base=base),
             resume=parse_enum(ResumeMode, data.get("resume", "metadata"), key="resume"),
-            cluster=ClusterConfig.from_dict(_mapping(data.get("cluster"), "cluster")),
+            cluster=ClusterConfig.from_dict(_mapping(data.get("cluster"), "cluster"), base=base),
             source=source,
         )
 
@@ -512,11 +446,7 @@ class NightConfig:
             "stack_lights": self.stack_lights,
             "quality": self.quality.to_dict(),
             "resume": self.resume.value,
-            "cluster": {"scheduler": self.cluster.scheduler, "n_workers": self.cluster.n_workers,
-                        "threads_per_worker": self.cluster.threads_per_worker,
-                        "memory_limit": self.cluster.memory_limit,
-                        "dashboard_address": self.cluster.dashboard_address,
-                        "connect_timeout": self.cluster.connect_timeout},
+            "cluster": self.cluster.to_dict(),
         }
 
 

@@ -9,17 +9,19 @@ import logging
 import os
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import dask
 from distributed import Client, as_completed
 from distributed.deploy import Cluster
+from distributed.security import Security
 
 from ccdflow._version import __version__
 from ccdflow.errors import CcdflowError, NightAbortedError, WorkerMemoryError
 from ccdflow.io.filelist import drop_duplicates, read_filelist, scan_directory
 from ccdflow.io.report_page import write_report_page_or_warn
 from ccdflow.io.write import check_output_tree, guard_inputs, remove_stale_temporaries
-from ccdflow.night.cluster import open_cluster
+from ccdflow.night.cluster import open_cluster, recording_performance
 from ccdflow.night.config import NightConfig, ResumeMode
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.header_cache import CACHE_NAME, load_header_cache, save_header_cache
@@ -316,7 +318,9 @@ def _write_aborted(report: NightReport, config: NightConfig) -> None:
 
 
 def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | None = None,
-                 n_workers: int | None = None, echo=print, progress: bool = True) -> NightReport:
+                 n_workers: int | None = None, security: Security | bool | None = None,
+                 performance_report: str | Path | None = None, echo=print,
+                 progress: bool = True) -> NightReport:
     """Reduce a whole night: masters, calibrated lights (and arcs), optional stacks, report.
 
     Finished work whose inputs and parameters are unchanged is reused; a light that fails, for any
@@ -332,6 +336,11 @@ def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | Non
         cluster object is used as is and left open.
     n_workers : int, optional
         Overrides ``config.cluster.n_workers``.
+    security : distributed.security.Security or True, optional
+        Overrides ``config.cluster.security``: TLS credentials for a ``tls://`` scheduler (or the
+        cluster started here); True makes temporary self-signed ones for a cluster started here.
+    performance_report : str or Path, optional
+        Write dask's performance report (HTML) of the night there; needs a distributed cluster.
     echo : callable
         Where progress lines go.
     progress : bool
@@ -345,7 +354,8 @@ def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | Non
     Raises
     ------
     ConfigError
-        If the inputs cannot be listed or the cluster cannot be reached (nothing is written).
+        If the inputs cannot be listed or the cluster cannot be reached or started, or a
+        performance report is asked of a local scheduler (nothing is written).
     InputOverwriteError, OutputTreeError
         If a product would replace an input or leave the output folder (nothing is written).
     NightAbortedError
@@ -383,8 +393,8 @@ def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | Non
                                                  warnings=plan.notes.get(path)))
     report.ignored.update(plan.ignored)
     report.seconds["plan"] = time.perf_counter() - t0
-    with open_cluster(config.cluster, scheduler=scheduler, n_workers=n_workers,
-                      echo=echo) as client:
+    with open_cluster(config.cluster, scheduler=scheduler, n_workers=n_workers, security=security,
+                      echo=echo) as client, recording_performance(client, performance_report):
         try:
             _work(plan, config, report, client, echo=echo, progress=progress)
         except (Exception, KeyboardInterrupt) as err:
