@@ -1,0 +1,131 @@
+"""The night's stacks stage: worker peak memory per stack size, and its time against the lights.
+
+    python benchmarks/bench_stacks.py [--size 512] [--frames 10 80 500] [--ratio-size 2048]
+                                      [--ratio-frames 80] [--workers 2] [--memory-limit 2GB]
+
+Memory: a synthetic night with two filters (two stacks of N lights each) is reduced once on a
+LocalCluster (``--workers`` processes of one thread, ``--memory-limit`` each); then its stacks
+are deleted and the night rerun on a new cluster of the same kind (fresh high-water marks):
+the lights are reused, only the stacks are built, and each worker's ``VmHWM`` (resident peak,
+imports included) is read at the end. Time: one night of one filter (one stack) is reduced from
+scratch and the report's stage times give the stacks/lights ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+from distributed import Client, LocalCluster
+
+from _common import BENCH_DIR, write_record
+from ccdflow import synthetic
+from ccdflow.night import load_config, reduce_night
+
+
+def _vm_hwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
+def make_night(size: int, lights: int, filters: tuple[str, ...]) -> Path:
+    """The synthetic night (cached): few calibration frames, ``lights`` lights per filter."""
+    folder = BENCH_DIR / f"stacks-night-{size}-{lights}-{''.join(filters)}"
+    if not (folder / "night.csv").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        t0 = time.perf_counter()
+        instrument = synthetic.Instrument(ny=size, nx=size, n_overscan=max(8, size // 64))
+        synthetic.write_night(folder, instrument=instrument, filters=filters, n_bias=3, n_dark=3,
+                              dark_exptimes=(60.0,), n_flat=3, n_light=lights, seed=1)
+        print(f"data: {folder} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return folder
+
+
+def _config(night: Path) -> Path:
+    output = night / "reduced"
+    path = night / "night.yaml"
+    path.write_text(yaml.safe_dump({
+        "input": {"filelist": str(night / "night.csv")}, "output": str(output),
+        "calibration": {"overscans": "header", "overscan_method": "median_per_line",
+                        "image_area": "header"},
+        "stack_lights": True}))
+    return path
+
+
+def _reduce(config: Path, client: Client) -> dict:
+    report = reduce_night(load_config(config), scheduler=client, echo=lambda *_: None,
+                          progress=False)
+    assert report.ok, report.failures
+    return report
+
+
+@contextlib.contextmanager
+def _client(workers: int, memory_limit: str):
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      memory_limit=memory_limit, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def stacks_memory(size: int, frames: int, workers: int, memory_limit: str) -> dict:
+    """Worker peak memory of building two stacks of ``frames`` lights (lights already done)."""
+    night = make_night(size, frames, ("V", "R"))
+    config = _config(night)
+    shutil.rmtree(night / "reduced", ignore_errors=True)
+    with _client(workers, memory_limit) as client:
+        _reduce(config, client)
+    shutil.rmtree(night / "reduced" / "stacks")
+    shutil.rmtree(night / "reduced" / "work.zarr" / "stacks", ignore_errors=True)
+    with _client(workers, memory_limit) as client:
+        baseline = client.run(_vm_hwm_mb)
+        report = _reduce(config, client)
+        peaks = client.run(_vm_hwm_mb)
+    assert {s["status"] for s in report.stacks.values()} == {"built"}, report.stacks
+    result = {"size": size, "frames": frames, "stacks": len(report.stacks),
+              "stacks_s": round(report.seconds["stacks"], 2),
+              "worker_peak_mb": round(max(peaks.values()), 1),
+              "worker_baseline_mb": round(max(baseline.values()), 1)}
+    print(result, flush=True)
+    return result
+
+
+def stacks_vs_lights(size: int, frames: int, workers: int, memory_limit: str) -> dict:
+    """Stage times of one night of one filter reduced from scratch: stacks / lights."""
+    night = make_night(size, frames, ("V",))
+    config = _config(night)
+    shutil.rmtree(night / "reduced", ignore_errors=True)
+    with _client(workers, memory_limit) as client:
+        report = _reduce(config, client)
+    lights, stacks = report.seconds["lights"], report.seconds["stacks"]
+    result = {"size": size, "frames": frames, "lights_s": round(lights, 2),
+              "stacks_s": round(stacks, 2), "stacks_over_lights": round(stacks / lights, 3)}
+    print(result, flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--frames", type=int, nargs="*", default=[10, 80, 500])
+    parser.add_argument("--ratio-size", type=int, default=2048)
+    parser.add_argument("--ratio-frames", type=int, nargs="*", default=[80])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-limit", default="2GB")
+    parser.add_argument("--label", default="", help="a name for the record (before, after, ...)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    memory = [stacks_memory(args.size, n, args.workers, args.memory_limit) for n in args.frames]
+    ratio = [stacks_vs_lights(args.ratio_size, n, args.workers, args.memory_limit)
+             for n in args.ratio_frames]
+    write_record(f"stacks{'-' + args.label if args.label else ''}", quick=False,
+                 params=vars(args), results={"memory": memory, "ratio": ratio}, started=started)
+
+
+if __name__ == "__main__":
+    main()
