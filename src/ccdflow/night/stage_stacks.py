@@ -245,7 +245,7 @@ def stack_lights(plan: Plan, store: Store, config: NightConfig, report: NightRep
         for name, arrays in _compute_each_apart_on_failure(lazy, groups, config, out):
             out[name] = _write(name, groups[name], arrays, store, config, params, start)
             advance(1)
-        advance(len(groups) - len(out))
+        advance(sum(1 for name in lazy if out[name]["status"] == ProductStatus.failed))
     return {name: out[name] for name in groups}
 
 
