@@ -47,9 +47,12 @@ def make_night(size: int, lights: int, filters: tuple[str, ...]) -> Path:
     return folder
 
 
-def _config(night: Path) -> Path:
-    output = night / "reduced"
-    path = night / "night.yaml"
+def _config(night: Path, label: str) -> Path:
+    """The night's config, with its output apart per label (runs of two versions may overlap)."""
+    folder = BENCH_DIR / "runs" / (label or "run") / night.name
+    folder.mkdir(parents=True, exist_ok=True)
+    output = folder / "reduced"
+    path = folder / "night.yaml"
     path.write_text(yaml.safe_dump({
         "input": {"filelist": str(night / "night.csv")}, "output": str(output),
         "calibration": {"overscans": "header", "overscan_method": "median_per_line",
@@ -73,15 +76,15 @@ def _client(workers: int, memory_limit: str):
         yield client
 
 
-def stacks_memory(size: int, frames: int, workers: int, memory_limit: str) -> dict:
+def stacks_memory(size: int, frames: int, workers: int, memory_limit: str, label: str) -> dict:
     """Worker peak memory of building two stacks of ``frames`` lights (lights already done)."""
-    night = make_night(size, frames, ("V", "R"))
-    config = _config(night)
-    shutil.rmtree(night / "reduced", ignore_errors=True)
+    config = _config(make_night(size, frames, ("V", "R")), label)
+    output = config.parent / "reduced"
+    shutil.rmtree(output, ignore_errors=True)
     with _client(workers, memory_limit) as client:
         _reduce(config, client)
-    shutil.rmtree(night / "reduced" / "stacks")
-    shutil.rmtree(night / "reduced" / "work.zarr" / "stacks", ignore_errors=True)
+    shutil.rmtree(output / "stacks")
+    shutil.rmtree(output / "work.zarr" / "stacks", ignore_errors=True)
     with _client(workers, memory_limit) as client:
         baseline = client.run(_vm_hwm_mb)
         report = _reduce(config, client)
@@ -95,11 +98,10 @@ def stacks_memory(size: int, frames: int, workers: int, memory_limit: str) -> di
     return result
 
 
-def stacks_vs_lights(size: int, frames: int, workers: int, memory_limit: str) -> dict:
+def stacks_vs_lights(size: int, frames: int, workers: int, memory_limit: str, label: str) -> dict:
     """Stage times of one night of one filter reduced from scratch: stacks / lights."""
-    night = make_night(size, frames, ("V",))
-    config = _config(night)
-    shutil.rmtree(night / "reduced", ignore_errors=True)
+    config = _config(make_night(size, frames, ("V",)), label)
+    shutil.rmtree(config.parent / "reduced", ignore_errors=True)
     with _client(workers, memory_limit) as client:
         report = _reduce(config, client)
     lights, stacks = report.seconds["lights"], report.seconds["stacks"]
@@ -120,8 +122,9 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a name for the record (before, after, ...)")
     args = parser.parse_args()
     started = time.perf_counter()
-    memory = [stacks_memory(args.size, n, args.workers, args.memory_limit) for n in args.frames]
-    ratio = [stacks_vs_lights(args.ratio_size, n, args.workers, args.memory_limit)
+    memory = [stacks_memory(args.size, n, args.workers, args.memory_limit, args.label)
+              for n in args.frames]
+    ratio = [stacks_vs_lights(args.ratio_size, n, args.workers, args.memory_limit, args.label)
              for n in args.ratio_frames]
     write_record(f"stacks{'-' + args.label if args.label else ''}", quick=False,
                  params=vars(args), results={"memory": memory, "ratio": ratio}, started=started)

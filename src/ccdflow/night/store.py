@@ -227,15 +227,19 @@ class Store:
                 [ 6., nan,  8.]]], dtype=float32)
         """
         r0, r1 = rows
-        parts = []
+        arrays = {cube: self.cube_arrays(cube) for cube, _ in sources}
+        columns = arrays[sources[0][0]]["image"].shape[2]
+        out = np.empty((sum(len(indices) for _, indices in sources), r1 - r0, columns), np.float32)
+        slot = 0
         for cube, indices in sources:
-            arrays = self.cube_arrays(cube)
-            # one orthogonal read per array: zarr fetches the inner chunks of these rows only
-            image = arrays["image"].oindex[indices, r0:r1, :]
-            flagged = arrays["mask"].oindex[indices, r0:r1, :] != 0
-            image[flagged] = np.nan
-            parts.append(image)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            image, mask = arrays[cube]["image"], arrays[cube]["mask"]
+            for index in indices:
+                # frame by frame into one array: zarr's orthogonal indexing over many frames
+                # holds some 20 times the rows it returns; a frame's rows are its own inner chunks
+                out[slot] = image[index, r0:r1, :]
+                out[slot][mask[index, r0:r1, :] != 0] = np.nan
+                slot += 1
+        return out
 
     # -- per-frame records ------------------------------------------------------------------------
 
