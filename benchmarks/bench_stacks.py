@@ -9,6 +9,12 @@ are deleted and the night rerun on a new cluster of the same kind (fresh high-wa
 the lights are reused, only the stacks are built, and each worker's ``VmHWM`` (resident peak,
 imports included) is read at the end. Time: one night of one filter (one stack) is reduced from
 scratch and the report's stage times give the stacks/lights ratio.
+
+``--direct N``: without a night, two cubes of N random 512^2 frames are written straight into a
+store, in today's sharded layout and in the earlier one (whole-frame chunks, read through a
+rechunk), and two stacks (mean, no clipping: the reads, not the kernel, are measured) are
+computed on the threaded scheduler (2 threads) in a fresh process each; its peak resident memory
+above the imports is reported.
 """
 
 from __future__ import annotations
@@ -111,6 +117,67 @@ def stacks_vs_lights(size: int, frames: int, workers: int, memory_limit: str, la
     return result
 
 
+def _direct_store(folder: Path, frames: int, size: int, sharded: bool):
+    import numpy as np
+    import zarr
+
+    from ccdflow.night.store import CODEC, Store, cube_rows
+
+    store = Store(folder / "work.zarr")
+    rng = np.random.default_rng(1)
+    for cube in ("lights_V", "lights_R"):
+        if sharded:
+            store.ensure_cube(cube, stems=[str(i) for i in range(frames)], shape=(size, size),
+                              rows=cube_rows((size, size)))
+        else:  # the layout before: one chunk per frame, no shards
+            group = store.root().require_group(f"cubes/{cube}")
+            for label, dtype in (("image", "float32"), ("error", "float32"), ("mask", "uint8")):
+                group.create_array(label, shape=(frames, size, size), dtype=dtype,
+                                   chunks=(1, size, size), compressors=[CODEC])
+        for i in range(frames):
+            image = rng.normal(100.0, 3.0, (size, size)).astype(np.float32)
+            mask = (rng.random((size, size)) < 1e-3).astype(np.uint8)
+            group = zarr.open_group(str(store.path), path=f"cubes/{cube}", mode="r+")
+            group["image"][i], group["mask"][i] = image, mask
+    return store
+
+
+def direct(frames: int, size: int, sharded: bool) -> dict:
+    """Two stacks of ``frames`` frames from a store written here (run in a fresh process)."""
+    import tempfile
+    from types import SimpleNamespace as NS
+
+    import dask
+    import dask.array as da
+    import numpy as np
+
+    from ccdflow.array.chunks import rows_for_budget
+    from ccdflow.array.combination import CombineParams, combine
+    from ccdflow.night.stage_stacks import combine_calibrated, compute_stacks
+
+    params = CombineParams(method="mean", clip="none")
+    with tempfile.TemporaryDirectory(dir=BENCH_DIR) as folder:
+        store = _direct_store(Path(folder), frames, size, sharded)
+        before = _vm_hwm_mb()
+        start = time.perf_counter()
+        with dask.config.set(scheduler="threads", num_workers=2):
+            for cube in ("lights_V", "lights_R") if not sharded else ():
+                # the earlier stacks: whole-frame chunks rechunked into bands, one stack at a time
+                arrays = store.cube_arrays(cube)
+                stack = da.where(da.from_zarr(arrays["mask"]) != 0, np.float32(np.nan),
+                                 da.from_zarr(arrays["image"]))
+                rows = rows_for_budget(frames, size, size)
+                result = combine(stack.rechunk({0: -1, 1: rows, 2: -1}), params=params)
+                dask.compute(result.data, result.error, result.count)
+            if sharded:
+                compute_stacks({cube: combine_calibrated(
+                    [NS(cube=cube, index=i) for i in range(frames)], store, params)
+                    for cube in ("lights_V", "lights_R")})
+        return {"frames": frames, "size": size, "sharded": sharded,
+                "seconds": time.perf_counter() - start,
+                "stack_peak_above_setup_mb": round(_vm_hwm_mb() - before, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=512)
@@ -120,8 +187,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GB")
     parser.add_argument("--label", default="", help="a name for the record (before, after, ...)")
+    parser.add_argument("--direct", type=int, nargs="*", default=[])
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.direct:
+        from _common import run_isolated
+
+        results = [run_isolated(__file__, "direct", kwargs={"frames": n, "size": args.size,
+                                                              "sharded": sharded})
+                   for n in args.direct for sharded in (False, True)]
+        write_record("stacks-direct", quick=False, params=vars(args), results=results,
+                     started=started)
+        return
     memory = [stacks_memory(args.size, n, args.workers, args.memory_limit, args.label)
               for n in args.frames]
     ratio = [stacks_vs_lights(args.ratio_size, n, args.workers, args.memory_limit, args.label)
