@@ -15,7 +15,7 @@ from distributed import Client
 from ccdflow.array.chunks import CHUNK_BUDGET
 from ccdflow.night.plan import FramePlan
 
-__all__ = ["light_bytes", "stack_budget", "worker_budget"]
+__all__ = ["light_bytes", "stack_budget", "stack_rows", "worker_budget"]
 
 #: Bytes per image pixel of one light's task besides its masters (raw float32, image, error,
 #: mask and float64 intermediates); measured with tracemalloc: 61 B/pixel with three masters.
@@ -24,6 +24,13 @@ LIGHT_BYTES_PER_PIXEL = 40
 MASTER_BYTES_PER_PIXEL = 8
 #: Bytes per stacked value of a combine chunk (float32 input, float64 work copies, sorting).
 COMBINE_BYTES_PER_VALUE = 6
+#: Bytes per stacked value that a stack's band task reads: image (float32), mask (uint8) and the
+#: image with flagged pixels made NaN (float32), before the combine's own work.
+STACK_READ_BYTES_PER_VALUE = 4 + 1 + 4
+#: What one stack band task may use when the workers have no memory limit (and at most in any
+#: case): bands this size already read thousands of rows per second, and larger ones only
+#: multiply the memory by the threads.
+STACK_TASK_BUDGET = 128 * 2**20
 #: Bytes per pixel of a finished master gathered on one worker (data, error, count and the
 #: chunks they are joined from).
 MASTER_RESULT_BYTES_PER_PIXEL = 20
@@ -104,3 +111,50 @@ def stack_budget(shape: tuple[int, int], budget: int | None) -> int:
     left = budget - MASTER_RESULT_BYTES_PER_PIXEL * pixels
     # open_stack counts 4 bytes per value; the combine's work is COMBINE_BYTES_PER_VALUE of them
     return int(max(0, min(CHUNK_BUDGET, left * 4 // (4 + COMBINE_BYTES_PER_VALUE * 4))))
+
+
+def stack_rows(n_frames: int, shape: tuple[int, int], budget: int | None, *, align: int = 1) -> int:
+    """Rows of one band task of a night's stack (read from the cube, then combined), >= 1.
+
+    A band task holds ``n_frames x rows x columns`` values: read (`STACK_READ_BYTES_PER_VALUE`)
+    and combined (the combine's `COMBINE_BYTES_PER_VALUE` work per float32 value). Its size is the
+    smaller of ``budget`` and `STACK_TASK_BUDGET`; the stacked product itself is gathered band
+    by band on the client, never on one worker.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in the stack.
+    shape : tuple of int
+        ``(rows, columns)`` of a frame.
+    budget : int or None
+        What one task may use (`worker_budget`); None for no limit.
+    align : int
+        The cube's inner chunk rows: a band larger than one chunk is rounded down to whole
+        chunks, so that no chunk is read by two tasks.
+
+    Notes
+    -----
+    ``COMBINE_BYTES_PER_VALUE`` counts the combine's work per float32 value of its input (as
+    `stack_budget` does), hence ``4 *`` it per value here.
+
+    Returns
+    -------
+    int
+        Rows per band; 1 when not even one row fits (the task then needs more than ``budget``).
+
+    Examples
+    --------
+    >>> stack_rows(500, (512, 512), None, align=32)
+    15
+    >>> stack_rows(80, (2048, 2048), None, align=8), stack_rows(10, (100, 50), None, align=8)
+    (24, 100)
+    >>> stack_rows(80, (2048, 2048), 60 * 2**20, align=8)
+    8
+    """
+    limit = STACK_TASK_BUDGET if budget is None else min(budget, STACK_TASK_BUDGET)
+    per_row = n_frames * shape[1] * (STACK_READ_BYTES_PER_VALUE + 4 * COMBINE_BYTES_PER_VALUE)
+    rows = max(1, min(shape[0], limit // max(1, per_row)))
+    if align < rows < shape[0]:
+        rows -= rows % align
+    return int(rows)

@@ -53,10 +53,12 @@ class NightReport:
 
     @property
     def failures(self) -> dict[str, str]:
-        """Every failed frame or master with its reason."""
+        """Every failed frame, master or stack with its reason."""
         out = {path: f["error"] for path, f in self.frames.items() if f["status"] == FrameStatus.failed}
         out.update({f"master {name}": m["error"] for name, m in self.masters.items()
                     if m["status"] == ProductStatus.failed})
+        out.update({f"stack {name}": s["error"] for name, s in self.stacks.items()
+                    if s["status"] == ProductStatus.failed})
         for name, m in self.masters.items():
             out.update({path: f"left out of master {name}: {why}"
                         for path, why in (m.get("dropped") or {}).items()})

@@ -297,9 +297,7 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
     report.write(config.output / "report.json")
     if config.stack_lights:
         t = time.perf_counter()
-        shape = plan.frames[0].params.image_area.shape if plan.frames else (1, 1)
-        report.stacks.update(stack_lights(plan, store, config, report,
-                                          budget=stack_budget(shape, budget) or 1, show=progress))
+        report.stacks.update(stack_lights(plan, store, config, report, budget=budget, show=progress))
         report.seconds["stacks"] = time.perf_counter() - t
 
 

@@ -100,8 +100,10 @@ class Store:
         unused (nothing reads it). Only a cube of another image shape, or a damaged one, is made
         afresh (its records go with it, so its frames are redone).
 
-        Arrays ``image``, ``error`` (float32, NaN-filled) and ``mask`` (uint8), chunked
-        ``(1, rows, columns)`` so that every frame writes only its own chunks.
+        Arrays ``image``, ``error`` (float32, NaN-filled) and ``mask`` (uint8), sharded: one
+        shard per frame (what one light's task writes, a single file per array), made of inner
+        chunks of ``rows`` full-width rows, so a stack reads just the rows it combines of every
+        frame (`read_rows`). ``rows`` need not divide the image's height.
 
         Examples
         --------
@@ -156,9 +158,12 @@ class Store:
         """An empty cube (no slices yet); the cube's old records go, so its frames are redone."""
         shutil.rmtree(self.path / "cubes" / name, ignore_errors=True)
         group = root.require_group(f"cubes/{name}")
+        rows = max(1, min(rows, shape[0]))
+        # a shard must hold whole inner chunks: the last band may run past the image (not stored)
+        shard = (1, -(-shape[0] // rows) * rows, shape[1])
         for label, dtype, fill in (("image", np.float32, np.nan), ("error", np.float32, np.nan),
                                    ("mask", np.uint8, 0)):
-            group.create_array(label, shape=(0, *shape), dtype=dtype,
+            group.create_array(label, shape=(0, *shape), dtype=dtype, shards=shard,
                                chunks=(1, rows, shape[1]), fill_value=fill, compressors=[CODEC],
                                overwrite=True)
         group.attrs.update({"index": {}, "shape": list(shape)})
@@ -168,11 +173,14 @@ class Store:
 
     def write_frame(self, cube: str, index: int, image: np.ndarray, error: np.ndarray,
                     mask: np.ndarray) -> None:
-        """Write one frame's slices of a cube."""
+        """Write one frame's slices of a cube (its shard of each array, made afresh)."""
         group = zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r+")
-        group["image"][index] = image
-        group["error"][index] = error
-        group["mask"][index] = mask
+        for label, values in (("image", image), ("error", error), ("mask", mask)):
+            # zarr merges a shard write into the shard on disk, reading it first: a damaged one
+            # would fail the write, so the frame's old chunks (key c/<index>/..., the default
+            # encoding) are removed and the frame is written whole
+            shutil.rmtree(self.path / "cubes" / cube / label / "c" / str(index), ignore_errors=True)
+            group[label][index] = values
 
     def frame_intact(self, cube: str, index: int, digests: dict[str, str] | None) -> bool:
         """Whether a frame's cube slices still hold the values recorded when they were written."""
@@ -189,6 +197,49 @@ class Store:
         """The arrays of a cube, for reading."""
         group = zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r")
         return {label: group[label] for label in ("image", "error", "mask")}
+
+    def read_rows(self, sources: list[tuple[str, list[int]]], rows: tuple[int, int]) -> np.ndarray:
+        """Rows ``[r0, r1)`` of frames' images, their flagged pixels NaN: one band of a stack.
+
+        Parameters
+        ----------
+        sources : list of (str, list of int)
+            Cube names and the slices to read from each, in the order the frames are stacked.
+        rows : tuple of int
+            ``(r0, r1)``, 0-based, half-open.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(frames, r1 - r0, columns)`` float32; a pixel whose mask is not 0 (bad, saturated,
+            cosmic ray, ...) is NaN, so it never enters a stack.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> store = Store(tempfile.mkdtemp() + "/work.zarr")
+        >>> index = store.ensure_cube("lights_V", stems=["a", "b"], shape=(4, 3), rows=2)
+        >>> image = np.arange(12, dtype=np.float32).reshape(4, 3)
+        >>> mask = np.zeros((4, 3), np.uint8); mask[2, 1] = 1
+        >>> store.write_frame("lights_V", 1, image, image, mask)
+        >>> store.read_rows([("lights_V", [1])], (1, 3))
+        array([[[ 3.,  4.,  5.],
+                [ 6., nan,  8.]]], dtype=float32)
+        """
+        r0, r1 = rows
+        arrays = {cube: self.cube_arrays(cube) for cube, _ in sources}
+        columns = arrays[sources[0][0]]["image"].shape[2]
+        out = np.empty((sum(len(indices) for _, indices in sources), r1 - r0, columns), np.float32)
+        slot = 0
+        for cube, indices in sources:
+            image, mask = arrays[cube]["image"], arrays[cube]["mask"]
+            for index in indices:
+                # frame by frame into one array: zarr's orthogonal indexing over many frames
+                # holds some 20 times the rows it returns; a frame's rows are its own inner chunks
+                out[slot] = image[index, r0:r1, :]
+                out[slot][mask[index, r0:r1, :] != 0] = np.nan
+                slot += 1
+        return out
 
     # -- per-frame records ------------------------------------------------------------------------
 
@@ -235,6 +286,17 @@ def _read_master(store: str, name: str, key: str) -> Master:
                   inv_exptime=attrs.get("inv_exptime"))
 
 
+#: Bytes of one inner chunk of a cube's float32 arrays: small enough that a stack's row band of
+#: many frames is read with little waste, large enough that a frame's shard has few chunks.
+CUBE_CHUNK_BYTES = 64 * 2**10
+
+
 def cube_rows(shape: tuple[int, int]) -> int:
-    """Rows per cube chunk: whole frames up to 4 MiB per chunk, else bands of that size."""
-    return int(max(1, min(shape[0], (4 * 2**20) // (4 * shape[1]))))
+    """Rows per inner chunk of a cube: full-width bands of about `CUBE_CHUNK_BYTES` (float32).
+
+    Examples
+    --------
+    >>> cube_rows((512, 512)), cube_rows((2048, 2048)), cube_rows((4096, 4096)), cube_rows((10, 64))
+    (32, 8, 4, 10)
+    """
+    return int(max(1, min(shape[0], CUBE_CHUNK_BYTES // (4 * shape[1]))))
