@@ -41,15 +41,18 @@ STACK_ERRORS = (CcdflowError, KilledWorker, *STORE_ERRORS)
 
 
 def stack_name(frame: FramePlan) -> str:
-    """The stack a light goes into: ``<filter>_<object>`` made safe by `safe_name`.
+    """The stack a light goes into: ``<filter>_<object>`` (``_<CCD>`` for one CCD of several).
+
+    Made safe by `safe_name`.
 
     Examples
     --------
     >>> from types import SimpleNamespace as NS
-    >>> stack_name(NS(frame=NS(filter="V", object="M 31")))
+    >>> stack_name(NS(frame=NS(filter="V", object="M 31", ccd="")))
     'V_M-31'
     """
-    return safe_name(f"{frame.frame.filter or 'none'}_{frame.frame.object or 'field'}")
+    ccd = f"_{frame.frame.ccd}" if frame.frame.ccd else ""
+    return safe_name(f"{frame.frame.filter or 'none'}_{frame.frame.object or 'field'}{ccd}")
 
 
 def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
