@@ -1,4 +1,4 @@
-"""The night's zarr store (``work.zarr``): masters, calibrated cubes and per-frame records.
+"""The night's zarr store (``work.zarr``): masters and calibrated cubes (the lights' records: `records`).
 
 Every product is marked complete only after its data is written, so a killed run leaves nothing
 that a rerun would mistake for finished work.
