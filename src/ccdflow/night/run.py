@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import dask
@@ -25,16 +24,18 @@ from ccdflow.night.cluster import open_cluster, recording_performance
 from ccdflow.night.config import NightConfig, ResumeMode
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.header_cache import CACHE_NAME, load_header_cache, save_header_cache
-from ccdflow.night.memory import light_bytes, stack_budget, worker_budget
+from ccdflow.night.memory import stack_budget, worker_budget
 from ccdflow.night.plan import MasterPlan, Plan, make_plan
 from ccdflow.night.progress import stage_progress
+from ccdflow.night.records import RecordTable
 from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
+from ccdflow.night.reuse import frame_jobs
 from ccdflow.night.stage_bpm import BpmPlan, build_bpm
 from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_job
 from ccdflow.night.stage_masters import build_master
 from ccdflow.night.stage_stacks import stack_lights, stack_name
-from ccdflow.night.store import Store, cube_rows
-from ccdflow.night.verify import repair_store, reuse_problem
+from ccdflow.night.store import Store
+from ccdflow.night.verify import repair_store
 
 __all__ = ["NightReport", "abort_reason", "plan_night", "reduce_night"]
 
@@ -126,8 +127,8 @@ def _is_environment(err: BaseException) -> bool:
             and (err.errno in ENVIRONMENT_ERRNOS or _is_disk_full(err)))
 
 
-def _failed(job: FrameJob, err: BaseException) -> FrameResult:
-    return FrameResult(str(job.plan.frame.path), str(job.plan.output), FrameStatus.failed,
+def _failed(job: FrameJob, err: BaseException) -> FrameResult:  # no record: redone next time
+    return FrameResult(job.plan.frame.label, str(job.plan.output), FrameStatus.failed,
                        error=f"{type(err).__name__}: {err}")
 
 
@@ -142,7 +143,15 @@ def _isolated(job: FrameJob) -> FrameResult:
         return _failed(job, err)
 
 
-def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[FrameResult]:
+def _keep(result: FrameResult, job: FrameJob, table: RecordTable) -> FrameResult:
+    """Put a finished frame's record in the table (written in batches) as its result arrives."""
+    if result.record is not None:
+        table.add(job.plan.cube, job.plan.output.stem, result.record)
+    return result
+
+
+def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool,
+              table: RecordTable) -> list[FrameResult]:
     if not jobs:
         return []
     if client is None:
@@ -150,8 +159,9 @@ def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[F
         results = []
         with stage_progress("lights", len(tasks), show=show) as advance:
             for start in range(0, len(tasks), 8):  # batches, so the bar moves
-                results.extend(dask.compute(*tasks[start:start + 8]))
-                advance(len(tasks[start:start + 8]))
+                done = dask.compute(*tasks[start:start + 8])
+                results.extend(map(_keep, done, jobs[start:start + 8], [table] * len(done)))
+                advance(len(done))
         return results
     keys = [f"calibrate-{job.plan.output.stem}-{job.plan.key[:10]}" for job in jobs]
     futures = client.map(calibrate_frame_job, jobs, key=keys, pure=False)
@@ -161,7 +171,7 @@ def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[F
         for future in as_completed(futures):
             advance(1)
             try:
-                results.append(future.result())
+                results.append(_keep(future.result(), by_key[future.key], table))
             except Exception as err:  # KilledWorker or anything the task raised: this light only
                 if _is_environment(err):
                     client.cancel(futures)
@@ -169,53 +179,6 @@ def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool) -> list[F
                 logger.error("%s: %s: %s", by_key[future.key].plan.frame.path, type(err).__name__, err)
                 results.append(_failed(by_key[future.key], err))
     return results
-
-
-def _place_in_cubes(plan: Plan, store: Store) -> None:
-    """Give each frame its slice from its cube's persistent stem -> index map.
-
-    The planner numbers frames in list order; the store's map keeps a frame's slice across runs
-    (new frames are appended), so adding, removing or reordering frames moves no other frame.
-    """
-    index: dict[str, dict[str, int]] = {}
-    for cube, frames in plan.cubes().items():
-        shape = frames[0].params.image_area.shape
-        index[cube] = store.ensure_cube(cube, stems=[f.output.stem for f in frames], shape=shape,
-                                        rows=cube_rows(shape))
-    plan.frames = [replace(fp, index=index[fp.cube][fp.output.stem]) for fp in plan.frames]
-
-
-def _frame_jobs(plan: Plan, store: Store, config: NightConfig, failed_masters: dict[str, str],
-                report: NightReport, budget: int | None) -> list[FrameJob]:
-    _place_in_cubes(plan, store)
-    jobs = []
-    for fp in plan.frames:
-        missing = [n for n in (fp.bias, fp.dark, fp.flat, fp.bpm) if n in failed_masters]
-        record = store.record(fp.cube, fp.output.stem)
-        damage = None
-        if not missing and record and record.get("key") == fp.key:
-            damage = reuse_problem(fp, record, store)
-            if damage is None:
-                report.frames[str(fp.frame.path)] = asdict(FrameResult(
-                    str(fp.frame.path), str(fp.output), FrameStatus.reused, 0.0, None,
-                    record.get("stats"), list(fp.notes) or None))
-                continue
-            report.warnings.append(f"{fp.output}: {damage}; redone")
-        if missing:
-            error = (f"MissingCalibrationError: master {missing[0]} could not be built "
-                     f"({failed_masters[missing[0]]})")
-        elif budget is not None and light_bytes(fp) > budget:
-            error = (f"{WorkerMemoryError.__name__}: {fp.frame.path}: calibrating it needs about "
-                     f"{light_bytes(fp) / 2**20:.0f} MiB; a worker may use {budget / 2**20:.0f} MiB "
-                     "per task (raise cluster.memory_limit or use fewer threads per worker)")
-        else:
-            store.forget_record(fp.cube, fp.output.stem)
-            quality = config.quality.lights if fp.frame.type == "light" else None
-            jobs.append(FrameJob(fp, store, config.calibration.mask, quality))
-            continue
-        report.frames[str(fp.frame.path)] = asdict(FrameResult(
-            str(fp.frame.path), str(fp.output), FrameStatus.failed, error=error))
-    return jobs
 
 
 def _masters(plan: Plan, store: Store, config: NightConfig, report: NightReport, *,
@@ -289,9 +252,7 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
     report.seconds["masters"] = time.perf_counter() - t
     report.write(config.output / "report.json")
     t = time.perf_counter()
-    jobs = _frame_jobs(plan, store, config, failed, report, budget)
-    for result in _run_jobs(jobs, client, progress):
-        report.frames[result.path] = asdict(result)
+    _lights(plan, store, config, failed, report, client=client, budget=budget, progress=progress)
     report.order_frames(plan.inputs)
     report.seconds["lights"] = time.perf_counter() - t
     report.write(config.output / "report.json")
@@ -299,6 +260,26 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
         t = time.perf_counter()
         report.stacks.update(stack_lights(plan, store, config, report, budget=budget, show=progress))
         report.seconds["stacks"] = time.perf_counter() - t
+
+
+def _lights(plan: Plan, store: Store, config: NightConfig, failed: dict[str, str],
+            report: NightReport, *, client: Client | None, budget: int | None,
+            progress: bool) -> None:
+    """Reuse verified frames, calibrate the rest; the record table is written as results arrive."""
+    remove_stale_temporaries(store.path / "records")
+    table = RecordTable(store.path)
+    if table.problem:
+        report.warnings.append(f"{store.path.name}/{table.problem}; its frames are redone")
+    jobs = frame_jobs(plan, store, table, config, failed, report, budget)
+    try:
+        for result in _run_jobs(jobs, client, progress, table):
+            report.frames[result.path] = result.report_entry()
+    finally:
+        # what arrived is finished work, also when the run stops here
+        try:
+            table.flush()
+        except OSError as err:  # a full disk: those frames are redone by the rerun
+            logger.error("%s: record table not written (%s)", table.path, err)
 
 
 def _write_aborted(report: NightReport, config: NightConfig) -> None:
@@ -387,8 +368,8 @@ def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | Non
     for message in plan.warnings:
         echo(f"warning: {message}")
     for path, reason in plan.failures.items():
-        report.frames[path] = asdict(FrameResult(path, "", FrameStatus.failed, 0.0, reason,
-                                                 warnings=plan.notes.get(path)))
+        report.frames[path] = FrameResult(path, "", FrameStatus.failed, 0.0, reason,
+                                          warnings=plan.notes.get(path)).report_entry()
     report.ignored.update(plan.ignored)
     report.seconds["plan"] = time.perf_counter() - t0
     with open_cluster(config.cluster, scheduler=scheduler, n_workers=n_workers, security=security,

@@ -1,7 +1,8 @@
 """The per-frame task run on the workers.
 
-It reads a raw frame, calibrates it against the masters in the zarr store, and writes its cube
-slices, its FITS product and, last, its record.
+It reads a raw frame, calibrates it against the masters in the zarr store (read once per worker
+process), and writes its cube slices and its FITS product; its record (what a rerun verifies before
+reusing the frame) goes back to the client with the result, which keeps the record table.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from ccdflow.night.plan import FramePlan
 from ccdflow.night.report import FrameStatus
 from ccdflow.night.store import Store
 from ccdflow.night.verify import array_digest, file_stamp
+from ccdflow.night.worker_cache import cached_master, cube_handles
 
 __all__ = ["FrameJob", "FrameResult", "calibrate_frame_job"]
 
@@ -38,6 +40,8 @@ class FrameJob:
     store: Store
     write_mask: bool
     quality: QualityParams | None = None  # the data-quality step (lights only)
+    # master name -> resume key: masters are then read once per worker process, not per light
+    master_keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,12 @@ class FrameResult:
     error: str | None = None
     stats: dict | None = None
     warnings: list[str] | None = None  # fallbacks used (also in the product's header)
+    # for the client's record table (not the report): key, product stamp, slices' digests
+    record: dict | None = field(default=None, repr=False)
+
+    def report_entry(self) -> dict:
+        """The result as ``report.json`` lists it (without the record)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "record"}
 
 
 def calibrate_frame_job(job: FrameJob) -> FrameResult:
@@ -72,7 +82,7 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
     start = time.perf_counter()
     clock = _Stopwatch()
     try:
-        masters = Masters(*(store.read_master(name) if name else None
+        masters = Masters(*(_master(job, name) if name else None
                             for name in (plan.bias, plan.dark, plan.flat, plan.bpm)))
         clock.lap("masters")
         raw, shapes = _read_raw(plan)
@@ -90,7 +100,8 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
             raise FrameError(plan.frame.path, "no pixel has a finite value after calibration",
                              hdu=plan.frame.hdu)
         clock.lap("calibrate")
-        store.write_frame(plan.cube, plan.index, image, error, mask)
+        cube = cube_handles(store, plan.cube, shape=image.shape, index=plan.index)
+        store.write_frame(plan.cube, plan.index, image, error, mask, arrays=cube)
         clock.lap("zarr")
         header = calibrated_header(plan.frame.fits_header(), params=plan.params, masters=masters,
                                    dark_scale=scale, flat_norm=norm, stats=stats,
@@ -105,14 +116,13 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         digests = {label: array_digest(np.asarray(array, dtype)) for label, array, dtype in
                    (("image", image, np.float32), ("error", error, np.float32),
                     ("mask", mask, np.uint8))}
-        store.write_record(plan.cube, plan.output.stem, {
-            "key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats,
-            "output_stamp": file_stamp(plan.output), "digests": digests})
-        return FrameResult(str(plan.frame.path), str(plan.output), FrameStatus.done, seconds, None,
-                           stats, list(plan.notes) or None)
+        record = {"key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats,
+                  "output_stamp": file_stamp(plan.output), "digests": digests}
+        return FrameResult(plan.frame.label, str(plan.output), FrameStatus.done, seconds, None,
+                           stats, list(plan.notes) or None, record=record)
     except CcdflowError as err:
         logger.error("%s: %s", plan.frame.path, err)
-        return FrameResult(str(plan.frame.path), str(plan.output), FrameStatus.failed,
+        return FrameResult(plan.frame.label, str(plan.output), FrameStatus.failed,
                            time.perf_counter() - start, f"{type(err).__name__}: {err}",
                            warnings=list(plan.notes) or None)
 
@@ -126,6 +136,12 @@ def _read_raw(plan: FramePlan):
         return raw, {h: r.shape for h, r in raw.items()}
     raw = read_rows(path, plan.frame.hdu, slice(None))
     return raw, raw.shape
+
+
+def _master(job: FrameJob, name: str):
+    """A master from this process's cache when the plan gave its key, else from the store."""
+    key = job.master_keys.get(name)
+    return job.store.read_master(name) if key is None else cached_master(job.store, name, key=key)
 
 
 class _Stopwatch:

@@ -60,7 +60,7 @@ def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
     for fp in plan.frames:
         if fp.frame.type != "light":
             continue
-        if report.frames.get(str(fp.frame.path), {}).get("status") in (FrameStatus.done, FrameStatus.reused):
+        if report.frames.get(fp.frame.label, {}).get("status") in (FrameStatus.done, FrameStatus.reused):
             groups[stack_name(fp)].append(fp)
     return groups
 

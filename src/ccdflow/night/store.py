@@ -1,4 +1,4 @@
-"""The night's zarr store (``work.zarr``): masters, calibrated cubes and per-frame records.
+"""The night's zarr store (``work.zarr``): masters and calibrated cubes (the lights' records: `records`).
 
 Every product is marked complete only after its data is written, so a killed run leaves nothing
 that a rerun would mistake for finished work.
@@ -6,7 +6,6 @@ that a rerun would mistake for finished work.
 
 from __future__ import annotations
 
-import functools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -74,15 +73,25 @@ class Store:
             digests[label] = array_digest(np.asarray(array, dtype=array.dtype))
         group.attrs.update({**attrs, "digests": digests, "complete": True})
 
-    def read_master(self, name: str) -> Master:
-        """A master as the `Calibrator` uses it, with the FITS product's name and SHA-1."""
+    def read_master(self, name: str, *, key: str | None = None) -> Master:
+        """A master as the `Calibrator` uses it, with the FITS product's name and SHA-1.
+
+        Read from the store on every call (workers keep what they read: `worker_cache`). With
+        ``key``, the stored master must have been built with that resume key.
+        """
         try:
-            key = self.master_attrs(name)["key"]
+            group = zarr.open_group(str(self.path), path=f"masters/{name}", mode="r",
+                                    zarr_format=3)
+            attrs = dict(group.attrs)
         except (*STORE_ERRORS, zarr.errors.GroupNotFoundError) as err:
             raise MissingCalibrationError(
                 f"master {name} cannot be read from {self.path} ({type(err).__name__}: {err}); "
                 f"a rerun rebuilds it, or delete {self.path}/masters/{name}") from err
-        return _read_master(str(self.path), name, key)
+        if key is not None and attrs.get("key") != key:
+            raise MissingCalibrationError(
+                f"master {name} in {self.path} is not the one this night built (resume key "
+                f"{attrs.get('key')!r}, expected {key!r}); a rerun rebuilds it")
+        return _read_master(group, attrs, store=str(self.path), name=name)
 
     def master_attrs(self, name: str) -> dict[str, Any]:
         """The attributes of master ``name``."""
@@ -172,26 +181,18 @@ class Store:
             del records[stem]
 
     def write_frame(self, cube: str, index: int, image: np.ndarray, error: np.ndarray,
-                    mask: np.ndarray) -> None:
-        """Write one frame's slices of a cube (its shard of each array, made afresh)."""
-        group = zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r+")
+                    mask: np.ndarray, *, arrays: dict[str, zarr.Array] | None = None) -> None:
+        """Write one frame's slices of a cube (its shard of each array, made afresh).
+
+        ``arrays``: the cube's arrays when already open (a worker keeps them).
+        """
+        group = arrays or zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r+")
         for label, values in (("image", image), ("error", error), ("mask", mask)):
             # zarr merges a shard write into the shard on disk, reading it first: a damaged one
             # would fail the write, so the frame's old chunks (key c/<index>/..., the default
             # encoding) are removed and the frame is written whole
             shutil.rmtree(self.path / "cubes" / cube / label / "c" / str(index), ignore_errors=True)
             group[label][index] = values
-
-    def frame_intact(self, cube: str, index: int, digests: dict[str, str] | None) -> bool:
-        """Whether a frame's cube slices still hold the values recorded when they were written."""
-        if not digests:
-            return False
-        try:
-            arrays = self.cube_arrays(cube)
-            return all(array_digest(arrays[label][index]) == digest
-                       for label, digest in digests.items())
-        except (*STORE_ERRORS, zarr.errors.GroupNotFoundError):
-            return False
 
     def cube_arrays(self, cube: str) -> dict[str, zarr.Array]:
         """The arrays of a cube, for reading."""
@@ -241,36 +242,23 @@ class Store:
                 slot += 1
         return out
 
-    # -- per-frame records ------------------------------------------------------------------------
+    # -- per-frame records (the table is `ccdflow.night.records.RecordTable`) --------------------
 
     def record(self, cube: str, stem: str) -> dict[str, Any] | None:
-        """The record of a finished frame, or None."""
+        """A frame's record as stores written before the record table kept it (one group each)."""
         try:
             group = zarr.open_group(str(self.path), path=f"records/{cube}/{stem}", mode="r")
             return dict(group.attrs)
         except (*STORE_ERRORS, zarr.errors.GroupNotFoundError):
             return None
 
-    def write_record(self, cube: str, stem: str, attrs: dict[str, Any]) -> None:
-        """Record a frame as finished (written last, after its FITS file and cube slices)."""
-        group = zarr.open_group(str(self.path), path=f"records/{cube}/{stem}", mode="a")
-        group.attrs.update(attrs)
 
-    def forget_record(self, cube: str, stem: str) -> None:
-        """Drop a frame's record, so it is redone."""
-        shutil.rmtree(self.path / "records" / cube / stem, ignore_errors=True)
+def _read_master(group: zarr.Group, attrs: dict[str, Any], *, store: str, name: str) -> Master:
+    """A master's arrays, each checked against the digest recorded with it.
 
-
-@functools.lru_cache(maxsize=8)
-def _read_master(store: str, name: str, key: str) -> Master:
-    """Masters read once per worker process (keyed by their resume key, so a new one is reread).
-
-    Each array is checked against the digest recorded with it: a damaged master is an error,
-    never a silent fill value.
+    A damaged master is an error, never a silent fill value.
     """
     try:
-        group = zarr.open_group(store, path=f"masters/{name}", mode="r")
-        attrs = group.attrs
         arrays = {label: group[label][...] for label in ("data", "error")}
         damaged = [label for label, array in arrays.items()
                    if array_digest(array) != (attrs.get("digests") or {}).get(label)]

@@ -149,7 +149,7 @@ def _readable(meta: Path) -> bool:
     return isinstance(content, dict) and content.get("node_type") in ("group", "array")
 
 
-def reuse_problem(frame_plan, record: dict, store) -> str | None:
+def reuse_problem(frame_plan, record: dict, store, *, cubes: dict | None = None) -> str | None:
     """Why a calibrated frame recorded as finished cannot be reused, or None if it can.
 
     Its FITS product must have the size and SHA-1 recorded with it, and its cube slices the
@@ -163,6 +163,9 @@ def reuse_problem(frame_plan, record: dict, store) -> str | None:
         Its record in the store (``output_stamp``, ``digests``).
     store : ccdflow.night.store.Store
         The night's store.
+    cubes : dict, optional
+        Cube name -> its arrays (or None where unreadable), filled as cubes are first opened: one
+        shared dict opens each cube once for all the frames checked with it.
 
     Returns
     -------
@@ -171,6 +174,24 @@ def reuse_problem(frame_plan, record: dict, store) -> str | None:
     problem = file_problem(frame_plan.output, record.get("output_stamp"))
     if problem:
         return f"output {problem}"
-    if not store.frame_intact(frame_plan.cube, frame_plan.index, record.get("digests")):
+    if not _slices_intact(frame_plan, record.get("digests"), store, {} if cubes is None else cubes):
         return f"its slice of cube {frame_plan.cube} in {store.path.name} is damaged"
     return None
+
+
+def _slices_intact(frame_plan, digests: dict | None, store, cubes: dict) -> bool:
+    """Whether a frame's cube slices still hold the values recorded when they were written."""
+    if not digests:
+        return False
+    if frame_plan.cube not in cubes:
+        try:
+            cubes[frame_plan.cube] = store.cube_arrays(frame_plan.cube)
+        except STORE_ERRORS:  # zarr's GroupNotFoundError is an OSError and a ValueError
+            cubes[frame_plan.cube] = None
+    arrays = cubes[frame_plan.cube]
+    try:
+        return arrays is not None and all(
+            array_digest(arrays[label][frame_plan.index]) == digest
+            for label, digest in digests.items())
+    except STORE_ERRORS:
+        return False

@@ -1,0 +1,138 @@
+"""The record table: written by the client in batches, it survives reruns, and a batch lost to a
+killed run only redoes its frames."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from astropy.io import fits
+
+from ccdflow import synthetic as syn
+from ccdflow.night import load_config, reduce_night
+from ccdflow.night.records import RECORDS_NAME, RecordTable
+
+CALIBRATION = {"overscans": "header", "image_area": "header", "gain": "header",
+               "read_noise": "header"}
+
+
+def test_records_are_written_in_batches_and_a_lost_batch_is_no_record(tmp_path):
+    table = RecordTable(tmp_path, every=3, seconds=3600)
+    table.add("lights_V", "a", {"key": "1"})
+    table.add("lights_V", "b", {"key": "2"})
+    # "killed" here: the two pending records were never written
+    assert RecordTable(tmp_path).get("lights_V", "a") is None
+    table.add("lights_R", "c", {"key": "3"})
+    again = RecordTable(tmp_path)
+    assert [again.get(*k) for k in (("lights_V", "a"), ("lights_V", "b"), ("lights_R", "c"))] == [
+        {"key": "1"}, {"key": "2"}, {"key": "3"}]
+    assert not list((tmp_path / "records").glob(".ccdflow-*"))  # the temporary is gone
+
+
+def test_records_are_written_when_time_has_passed(tmp_path):
+    table = RecordTable(tmp_path, every=1000, seconds=0.0)
+    table.add("lights_V", "a", {"key": "1"})
+    assert RecordTable(tmp_path).get("lights_V", "a") == {"key": "1"}
+
+
+@pytest.mark.parametrize("content", ['{"lights_V": {"a"', '["not", "a", "table"]'])
+def test_an_unreadable_table_is_empty_and_says_why(tmp_path, content):
+    (tmp_path / "records").mkdir()
+    (tmp_path / RECORDS_NAME).write_text(content)
+    table = RecordTable(tmp_path)
+    assert table.get("lights_V", "a") is None
+    assert "records/table.json" in table.problem
+
+
+def test_records_of_a_store_with_one_group_per_frame_are_read(tmp_path):
+    folder = tmp_path / "records/lights_V/a"
+    folder.mkdir(parents=True)
+    (folder / "zarr.json").write_text(json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": {"key": "k"}}))
+    assert RecordTable(tmp_path).get("lights_V", "a") == {"key": "k"}
+
+
+def test_bad_batch_settings_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        RecordTable(tmp_path, every=0)
+
+
+# -- a whole night ----------------------------------------------------------------------------------
+
+def _night(folder: Path, n_light: int = 4) -> Path:
+    syn.write_night(folder, instrument=syn.Instrument(ny=32, nx=32, n_overscan=4), filters=("V",),
+                    n_bias=3, n_dark=3, dark_exptimes=(60.0,), n_flat=3, n_light=n_light, seed=5)
+    path = folder / "night.yaml"
+    path.write_text(yaml.safe_dump({"input": {"filelist": "night.csv"}, "output": "reduced",
+                                    "calibration": CALIBRATION}))
+    return path
+
+
+def _run(config: Path):
+    report = reduce_night(load_config(config), scheduler="synchronous", echo=lambda *_: None,
+                          progress=False)
+    assert report.ok, report.failures
+    return report
+
+
+def _statuses(report) -> dict[str, str]:
+    return {Path(p).stem: f["status"] for p, f in report.frames.items()}
+
+
+def _pixels(folder: Path) -> dict[str, list[np.ndarray]]:
+    out = {}
+    for path in sorted(folder.glob("*.fits")):
+        with fits.open(path) as hdul:
+            out[path.name] = [np.array(h.data) for h in hdul]
+    return out
+
+
+def test_records_survive_a_rerun_in_one_table(tmp_path):
+    config = _night(tmp_path)
+    first = _run(config)
+    stems = sorted(_statuses(first))
+    table = json.loads((tmp_path / "reduced/work.zarr" / RECORDS_NAME).read_text())
+    assert sorted(table["lights_V"]) == stems
+    assert all(len(r["digests"]) == 3 and r["output_stamp"]["size"] > 0
+               for r in table["lights_V"].values())
+    # workers write no record: no group per frame in the store
+    assert not list((tmp_path / "reduced/work.zarr").glob("records/*/*/zarr.json"))
+    # the record is the store's, not the report's
+    assert all("record" not in f and "digests" not in f for f in first.frames.values())
+    second = _run(config)
+    assert _statuses(second) == dict.fromkeys(stems, "reused")
+
+
+def test_a_lost_batch_only_redoes_its_frames(tmp_path):
+    config = _night(tmp_path)
+    _run(config)
+    lights = tmp_path / "reduced/lights"
+    before = _pixels(lights)
+    path = tmp_path / "reduced/work.zarr" / RECORDS_NAME
+    table = json.loads(path.read_text())
+    # a run killed after two frames were written but before their batch of records was
+    lost = sorted(table["lights_V"])[1:3]
+    for stem in lost:
+        del table["lights_V"][stem]
+    path.write_text(json.dumps(table))
+    report = _run(config)
+    assert _statuses(report) == {stem: "done" if stem in lost else "reused"
+                                 for stem in _statuses(report)}
+    after = _pixels(lights)
+    assert sorted(after) == sorted(before)
+    for name in before:
+        for x, y in zip(before[name], after[name], strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    # and their records are back
+    assert sorted(json.loads(path.read_text())["lights_V"]) == sorted([*table["lights_V"], *lost])
+
+
+def test_a_damaged_table_redoes_the_lights_and_says_so(tmp_path):
+    config = _night(tmp_path, n_light=2)
+    _run(config)
+    (tmp_path / "reduced/work.zarr" / RECORDS_NAME).write_text('{"lights_V": {')
+    report = _run(config)
+    assert set(_statuses(report).values()) == {"done"}
+    assert any("records/table.json cannot be read" in w and "redone" in w for w in report.warnings)
+    assert set(_statuses(_run(config)).values()) == {"reused"}
