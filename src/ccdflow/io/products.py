@@ -16,7 +16,7 @@ from ccdflow.array.combination import CombineParams
 from ccdflow.array.masks import MASK_DTYPE, mask_header
 from ccdflow.errors import FrameReadError
 from ccdflow.io.fits import read_header, read_rows
-from ccdflow.io.headers import find_exposure_time
+from ccdflow.io.headers import GAIN_KEYS, READ_NOISE_KEYS, SATURATION_KEYS, find_exposure_time
 from ccdflow.io.names import header_text
 from ccdflow.io.write import write_fits
 
@@ -66,7 +66,12 @@ def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: M
     for key in _STRUCTURAL:
         header.remove(key, ignore_missing=True, remove_all=True)
     area = params.image_area
-    if not params.multi_amplifier:
+    if params.multi_amplifier:
+        # the raw's single gain, read noise and saturation cards (Kast's GAIN = 1 is a gain index)
+        # would contradict the per-amplifier values this product was made with (GAINi, RDNOISi)
+        for key in (*GAIN_KEYS, *READ_NOISE_KEYS, *SATURATION_KEYS):
+            header.remove(key, ignore_missing=True, remove_all=True)
+    else:
         # keep a WCS valid across the trim
         for axis, offset in (("1", area.xmin), ("2", area.ymin)):
             if f"CRPIX{axis}" in header and offset:
