@@ -414,6 +414,10 @@ def header_detectors(path: str | os.PathLike, *, hdu: int = 0) -> list[Detector]
                                                for h in images for k in h.header):
                     return None  # one image extension: a plain frame (fpack and the like)
                 detectors = detectors_from_hdul(hdul, path=path)
+    except AstropyUserWarning:
+        # a damaged header parsed lazily, with warnings escalated to errors: the frame reader,
+        # which checks the file fully, names the damage
+        return None
     except OSError as err:
         raise FrameReadError(path, f"cannot read: {err}") from err
     except ConfigError as err:

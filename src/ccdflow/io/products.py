@@ -16,7 +16,7 @@ from ccdflow.array.combination import CombineParams
 from ccdflow.array.masks import MASK_DTYPE, mask_header
 from ccdflow.errors import FrameReadError
 from ccdflow.io.fits import read_header, read_rows
-from ccdflow.io.headers import find_exposure_time
+from ccdflow.io.headers import GAIN_KEYS, READ_NOISE_KEYS, SATURATION_KEYS, find_exposure_time
 from ccdflow.io.names import header_text
 from ccdflow.io.write import write_fits
 
@@ -66,11 +66,19 @@ def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: M
     for key in _STRUCTURAL:
         header.remove(key, ignore_missing=True, remove_all=True)
     area = params.image_area
-    if not params.multi_amplifier:
-        # keep a WCS valid across the trim
-        for axis, offset in (("1", area.xmin), ("2", area.ymin)):
-            if f"CRPIX{axis}" in header and offset:
-                header[f"CRPIX{axis}"] = header[f"CRPIX{axis}"] - offset
+    if params.multi_amplifier:
+        # the raw's single gain, read noise and saturation cards (Kast's GAIN = 1 is a gain index)
+        # would contradict the per-amplifier values this product was made with (GAINi, RDNOISi)
+        for key in (*GAIN_KEYS, *READ_NOISE_KEYS, *SATURATION_KEYS):
+            header.remove(key, ignore_missing=True, remove_all=True)
+        # the WCS cards come with the first amplifier's raw HDU: move them to where its pixels
+        # land (SAMI's prescan shifts them by 16 binned columns); a mirrored one has no shift
+        first = params.layout.amplifiers[0]
+        if not (first.flip_x or first.flip_y):
+            _shift_wcs(header, first.data.xmin - first.destination.xmin,
+                       first.data.ymin - first.destination.ymin)
+    else:
+        _shift_wcs(header, area.xmin, area.ymin)  # keep a WCS valid across the trim
     unit = params.units.value
     cards = [("BUNIT", unit, f"calibrated counts ({unit})"),
              *_detector_cards(params, stats),
@@ -97,6 +105,13 @@ def calibrated_header(raw: fits.Header, *, params: CalibrationParams, masters: M
     if history:
         header.add_history(history)
     return header
+
+
+def _shift_wcs(header: fits.Header, dx: int, dy: int) -> None:
+    """Move ``CRPIX1/2`` for an image whose pixel (0, 0) was the raw pixel (dx, dy)."""
+    for axis, offset in (("1", dx), ("2", dy)):
+        if f"CRPIX{axis}" in header and offset:
+            header[f"CRPIX{axis}"] = header[f"CRPIX{axis}"] - offset
 
 
 def _detector_cards(params: CalibrationParams, stats: dict) -> list[tuple[str, Any, str]]:

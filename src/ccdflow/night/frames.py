@@ -186,11 +186,14 @@ def _describe_one(entry: ListedFrame, *, content: bool, known: Mapping[tuple, Fr
             return [cached]
         try:
             hdu, header = read_header(entry.path, hdu=entry.hdu)
-        except FrameReadError:
+        except FrameReadError as unread:
             # an empty primary before one extension per amplifier (or per CCD) is no error
-            detectors = header_detectors(entry.path, hdu=entry.hdu)
+            try:
+                detectors = header_detectors(entry.path, hdu=entry.hdu)
+            except FrameReadError:
+                detectors = None  # a damaged file: the frame reader's error says more
             if not detectors:
-                raise
+                raise unread
             return _describe_detectors(entry, detectors, content=content)
         if any(_LETTERED.fullmatch(k) for k in header):
             detectors = header_detectors(entry.path, hdu=hdu)
