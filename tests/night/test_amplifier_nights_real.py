@@ -130,7 +130,8 @@ def test_kast_products_carry_each_amplifiers_values_from_the_instrument_file(kas
 
 @pytest.fixture(scope="module")
 def sami(tmp_path_factory) -> tuple[Path, dict]:
-    rows = [("bias", SAMI_BIAS), ("flat", SAMI_FLAT), ("light", SAMI_ACQ), ("light", SAMI_2X2)]
+    # no flat: SAMI's dome flat is of another filter than the acquisition (see below)
+    rows = [("bias", SAMI_BIAS), ("light", SAMI_ACQ), ("light", SAMI_2X2)]
     return _night(tmp_path_factory.mktemp("sami"), rows, quality=FAST_QUALITY,
                   calibration={"gain": 2.1, "read_noise": 4.0})
 
@@ -139,8 +140,7 @@ def test_sami_night_notes_the_unavailable_gain_and_uses_the_configured_one(sami)
     out, report = sami
     acq = report["frames"][str(SAMI_ACQ)]
     assert acq["status"] == "done"
-    for notes in (acq["warnings"], report["masters"]["bias"]["notes"][str(SAMI_BIAS)],
-                  report["masters"]["flat_none"]["notes"][str(SAMI_FLAT)]):
+    for notes in (acq["warnings"], report["masters"]["bias"]["notes"][str(SAMI_BIAS)]):
         assert any("GAIN='unavail'" in n and "configured gain 2.1" in n for n in notes), notes
         assert any("RDNOISE='unavail'" in n and "configured read_noise 4.0" in n for n in notes)
     header = fits.getheader(out / "lights" / f"{SAMI_ACQ.name.removesuffix('.fits.gz')}.fits")
@@ -164,6 +164,17 @@ def test_sami_object_of_another_binning_fails_naming_it_and_the_rest_is_done(sam
     image = fits.getdata(out / "lights" / f"{SAMI_ACQ.name.removesuffix('.fits.gz')}.fits")
     assert image.shape == (1028, 1024)
     print(f"\nSAMI 2x2 object: {failure}")
+
+
+def test_sami_flat_of_another_filter_is_not_applied(tmp_path):
+    # FILTERS (FILTER1 + FILTER2 wheels): the dome flat is c0100 (R), the acquisition v0011
+    rows = [("bias", SAMI_BIAS), ("flat", SAMI_FLAT), ("light", SAMI_ACQ)]
+    out, report = _night(tmp_path, rows, quality=FAST_QUALITY,
+                         calibration={"gain": 2.1, "read_noise": 4.0})
+    assert list(report["masters"]) == ["bias", "flat_c0100"]
+    failure = report["failures"][str(SAMI_ACQ)]
+    assert failure.startswith("MissingCalibrationError") and "FILTER='v0011'" in failure, failure
+    assert "flat_c0100" in failure
 
 
 def test_sami_night_without_a_gain_notes_the_default_assumed(tmp_path):

@@ -17,6 +17,8 @@ from ccdflow.errors import ConfigError, ExposureTimeWarning, FrameError
 
 __all__ = [
     "EXPTIME_KEYS",
+    "FILTER_KEYS",
+    "FILTER_WHEEL_KEYS",
     "FRAME_TYPES",
     "MAX_EXPTIME",
     "GAIN_KEYS",
@@ -28,6 +30,7 @@ __all__ = [
     "HeaderNumber",
     "exposure_time",
     "find_exposure_time",
+    "frame_filter",
     "frame_type",
     "header_number",
     "header_section",
@@ -200,6 +203,33 @@ def find_exposure_time(header: fits.Header, *, path: str = "<header>") -> float 
                                  "not a plausible exposure time")
             return float(value)
     return None
+
+
+#: Cards naming a frame's filter, in order: one card, a summary card, or a filter wheel per card.
+FILTER_KEYS = ("FILTER", "FILTERS")
+FILTER_WHEEL_KEYS = ("FILTER1", "FILTER2", "FILTER3")
+_NO_FILTER = ("", "unavail", "unavailable", "unknown", "none", "n/a")
+
+
+def frame_filter(header: fits.Header) -> str:
+    """The filter a frame was taken through, as flats are matched to lights by it.
+
+    ``FILTER``, else ``FILTERS``, else the wheels ``FILTER1``, ``FILTER2``, ``FILTER3`` joined
+    with ``+`` (a wheel that says it holds nothing, ``'s9999 unavailable'``, is left out);
+    ``""`` when no card names one.
+
+    Examples
+    --------
+    >>> frame_filter(fits.Header([("FILTER1", "c0100 R"), ("FILTER2", "s9999 unavailable")]))
+    'c0100 R'
+    """
+    for key in FILTER_KEYS:
+        value = str(header.get(key, "")).strip()
+        if value.lower() not in _NO_FILTER:
+            return value
+    wheels = [str(header.get(k, "")).strip() for k in FILTER_WHEEL_KEYS]
+    return "+".join(w for w in wheels
+                    if w.lower() not in _NO_FILTER and not w.lower().endswith(" unavailable"))
 
 
 def frame_type(value: str, *, key: str = "type") -> str:

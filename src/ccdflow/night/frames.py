@@ -19,7 +19,7 @@ from ccdflow.errors import CcdflowError, FrameReadError
 from ccdflow.io.detectors import assembled_header, header_detectors
 from ccdflow.io.filelist import ListedFrame
 from ccdflow.io.fits import read_header
-from ccdflow.io.headers import find_exposure_time
+from ccdflow.io.headers import find_exposure_time, frame_filter
 from ccdflow.io.names import safe_name
 from ccdflow.io.products import file_sha1
 
@@ -85,7 +85,7 @@ class FrameInfo:
         info = cls(type=type, path=path, hdu=hdu,
                    shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
                    exptime=find_exposure_time(header, path=str(path)),
-                   filter=str(header.get("FILTER", "")).strip(),
+                   filter=frame_filter(header),
                    object=str(header.get("OBJECT", "")).strip(),
                    processed=_is_reduced_product(header),
                    header=header.tostring(), identity=identity)

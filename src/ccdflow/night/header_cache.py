@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 #: The cache's file name inside the output folder.
 CACHE_NAME = ".ccdflow-headers.json"
-_FORMAT = 1
+_FORMAT = 2  # 2: the filter read by `frame_filter`
 
 
 def _entry(frame: FrameInfo, listed_hdu: int) -> dict:
