@@ -139,10 +139,13 @@ def _type_header(path: Path) -> tuple[int, fits.Header]:
     """
     try:
         return read_header(path)
-    except FrameReadError:
-        detectors = header_detectors(path)
+    except FrameReadError as err:
+        try:
+            detectors = header_detectors(path)
+        except CcdflowError:
+            detectors = None  # a damaged file: the frame reader's reason is the one to give
         if not detectors:
-            raise
+            raise err from None
         return 0, assembled_header(path, detectors[0])
 
 

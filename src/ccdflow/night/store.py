@@ -234,12 +234,13 @@ class Store:
         slot = 0
         for cube, indices in sources:
             image, mask = arrays[cube]["image"], arrays[cube]["mask"]
-            for index in indices:
-                # frame by frame into one array: zarr's orthogonal indexing over many frames
-                # holds some 20 times the rows it returns; a frame's rows are its own inner chunks
-                out[slot] = image[index, r0:r1, :]
-                out[slot][mask[index, r0:r1, :] != 0] = np.nan
-                slot += 1
+            for start, stop in _runs(indices):
+                # a run of consecutive frames in one read (zarr fetches its chunks together),
+                # a basic slice: fancy indexing over many frames holds many times the band
+                n = stop - start
+                out[slot:slot + n] = image[start:stop, r0:r1, :]
+                out[slot:slot + n][mask[start:stop, r0:r1, :] != 0] = np.nan
+                slot += n
         return out
 
     # -- per-frame records (the table is `ccdflow.night.records.RecordTable`) --------------------
@@ -277,6 +278,17 @@ def _read_master(group: zarr.Group, attrs: dict[str, Any], *, store: str, name: 
 #: Bytes of one inner chunk of a cube's float32 arrays: small enough that a stack's row band of
 #: many frames is read with little waste, large enough that a frame's shard has few chunks.
 CUBE_CHUNK_BYTES = 64 * 2**10
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs ``[start, stop)`` of a list of indices, in its order."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1]:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    return [(a, b) for a, b in runs]
 
 
 def cube_rows(shape: tuple[int, int]) -> int:
