@@ -181,9 +181,13 @@ def _describe_one(entry: ListedFrame, *, content: bool, known: Mapping[tuple, Fr
             return [cached]
         try:
             hdu, header = read_header(entry.path, hdu=entry.hdu)
-        except FrameReadError:
-            # an empty primary before one extension per amplifier (or per CCD) is no error
-            detectors = header_detectors(entry.path, hdu=entry.hdu)
+        except FrameReadError as unreadable:
+            # an empty primary before one extension per amplifier (or per CCD) is no error; a
+            # file that cannot be opened at all keeps the frame reader's reason
+            try:
+                detectors = header_detectors(entry.path, hdu=entry.hdu)
+            except FrameReadError:
+                raise unreadable from unreadable.__cause__
             if not detectors:
                 raise
             return _describe_detectors(entry, detectors, content=content)
