@@ -1,7 +1,7 @@
 """Multi-amplifier calibration against known truth: the night of `amplifier_camera`, reduced.
 
 Every night is configured with the files and the output only (the layout, gains and read noises
-come from the headers), plus the one choice each test is about.
+come from the headers), cosmic-ray detection off, plus the one choice each test is about.
 """
 
 from __future__ import annotations
