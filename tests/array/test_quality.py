@@ -12,6 +12,7 @@ from ccdflow.array.badpixels import BadPixelParams, bad_pixel_mask
 from ccdflow.array.cosmics import CosmicRayParams, detect_cosmic_rays
 from ccdflow.array.masks import MaskBits
 from ccdflow.array.quality import bleed_mask, fill_interpolate
+from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError
 from ccdflow.kernels.badpixels import ccdmask, hot_pixels
 from ccdflow.kernels.bleed import bleed_trails, grow_mask
@@ -36,6 +37,23 @@ def test_bad_pixel_mask_is_lazy_and_equals_the_kernels():
     expected = (hot_pixels(dark, nsigma=6.0) | ccdmask(flat) | (user != 0)) * np.uint8(MaskBits.BAD)
     assert mask.dtype == np.uint8 and np.array_equal(mask.compute(), expected)
     assert expected[7, 9] and expected[0, 33] and expected[50, 5]
+
+
+def test_bad_pixel_mask_tests_each_amplifier_on_its_own():
+    # a flat and a dark in ADU of four amplifiers with their own gains: steps at the seams
+    gain = np.ones((80, 60))
+    gain[:40, 30:], gain[40:, :30], gain[40:, 30:] = 2.8, 1.7, 2.3
+    flat = RNG.normal(1.0, 0.01, (80, 60)) / gain
+    flat[60, 10] = 0.2 / 1.7  # dead
+    dark = RNG.normal(0.5, 0.02, (80, 60)) / gain
+    dark[20, 45] = 3.0  # hot
+    areas = [Region(xmin=x, xmax=x + 30, ymin=y, ymax=y + 40) for y in (0, 40) for x in (0, 30)]
+    whole = bad_pixel_mask(flat=flat, dark=dark).compute()
+    by_amp = bad_pixel_mask(flat=flat, dark=dark, amplifiers=areas).compute()
+    assert np.argwhere(by_amp).tolist() == [[20, 45], [60, 10]]
+    assert np.count_nonzero(whole) > 100  # whole-frame statistics take the steps for defects
+    # one area is what the kernel finds in it alone
+    assert np.array_equal(by_amp[areas[1].slices] != 0, hot_pixels(dark[areas[1].slices]))
 
 
 def test_bad_pixel_mask_validates():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from ccdflow.array.masks import MASK_DTYPE, MaskBits, merge_masks
 from ccdflow.array.params import check_keys, parse_int, parse_number, to_plain_dict
+from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError
 from ccdflow.kernels.badpixels import ccdmask, hot_pixels, illumination
 
@@ -96,6 +98,17 @@ def _flat_defects(flat: np.ndarray, *, params: BadPixelParams) -> np.ndarray:
     return ccdmask(ratio, **params.flat_kwargs()) & strong
 
 
+def _by_amplifier(data: np.ndarray, *, find: Callable[..., np.ndarray],
+                  areas: tuple[Region, ...], **kwargs: Any) -> np.ndarray:
+    """``find`` over each amplifier's area on its own; a pixel outside them is bad if not finite."""
+    if not areas:
+        return find(data, **kwargs)
+    out = ~np.isfinite(data)
+    for area in areas:
+        out[area.slices] = find(data[area.slices], **kwargs)
+    return out
+
+
 def _whole(array: Any) -> da.Array:
     # Both tests need the whole frame (a global median for the dark, whole columns for the flat's
     # column sums): one block. A master is one frame (64 MB at 4k x 4k float32), so this is cheap.
@@ -111,6 +124,7 @@ def bad_pixel_mask(
     flat: Any = None,
     user_mask: Any = None,
     params: BadPixelParams = BadPixelParams(),
+    amplifiers: Sequence[Region] = (),
 ) -> da.Array:
     """Lazy bad-pixel mask (`MaskBits.BAD` set) from a master dark rate, a master flat and a user's mask.
 
@@ -123,6 +137,10 @@ def bad_pixel_mask(
     user_mask : array, optional
         The user's own mask, nonzero = bad, merged with a plain OR.
     params : BadPixelParams
+    amplifiers : sequence of Region, optional
+        The areas of the detector's amplifiers in the masters: the dark and the flat are then
+        tested amplifier by amplifier, each against its own level and spread (in ADU every
+        amplifier has its own gain, so a master steps at their seams). Empty: the whole frame.
 
     Returns
     -------
@@ -148,15 +166,17 @@ def bad_pixel_mask(
     if len(shapes) != 1:
         raise ValueError(f"dark, flat and user mask shapes differ: {sorted(shapes)}")
     shape = shapes.pop()
+    areas = tuple(amplifiers) if len(amplifiers) > 1 else ()
     mask = da.zeros(shape, dtype=MASK_DTYPE, chunks=shape)
     bit = MASK_DTYPE.type(MaskBits.BAD)
     if dark is not None:
-        hot = _whole(dark).map_blocks(hot_pixels, nsigma=params.hot_sigma, dtype=bool,
+        hot = _whole(dark).map_blocks(_by_amplifier, find=hot_pixels, areas=areas,
+                                      nsigma=params.hot_sigma, dtype=bool,
                                       meta=np.empty((0, 0), bool))
         mask = mask | hot.astype(MASK_DTYPE) * bit
     if flat is not None:
-        cold = _whole(flat).map_blocks(_flat_defects, params=params, dtype=bool,
-                                       meta=np.empty((0, 0), bool))
+        cold = _whole(flat).map_blocks(_by_amplifier, find=_flat_defects, areas=areas,
+                                       params=params, dtype=bool, meta=np.empty((0, 0), bool))
         mask = mask | cold.astype(MASK_DTYPE) * bit
     if user_mask is not None:
         mask = merge_masks(mask, da.asarray(user_mask).rechunk(shape))

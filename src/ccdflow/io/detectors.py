@@ -392,28 +392,29 @@ def header_detectors(path: str | os.PathLike, *, hdu: int = 0) -> list[Detector]
     (514, 512)
     """
     try:
-        # a damaged file is named by the frame reader, which checks it fully
+        # a damaged file (or HDU, read when first reached) is named by the frame
+        # reader, which checks it fully
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyUserWarning)
             hdul = fits.open(path)
-        with hdul:
-            try:
-                header = hdul[hdu].header
-            except IndexError:
-                return None  # opening the frame says the HDU is missing
-            lettered = any(re.fullmatch(r"DATASEC[A-Z]", k) for k in header)
-            empty_primary = hdu == 0 and hdul[0].header.get("NAXIS", 0) == 0
-            if not lettered and not empty_primary:
-                return None
-            if lettered:
-                shape = (int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0)))
-                detectors = [_lettered(hdu, header, shape, hdul[0].header, Fallbacks())]
-            else:
-                images = [h for h in hdul[1:] if isinstance(h, fits.ImageHDU)]
-                if len(images) < 2 and not any(re.fullmatch(r"DATASEC[A-Z]", k)
-                                               for h in images for k in h.header):
-                    return None  # one image extension: a plain frame (fpack and the like)
-                detectors = detectors_from_hdul(hdul, path=path)
+            with hdul:
+                try:
+                    header = hdul[hdu].header
+                except IndexError:
+                    return None  # opening the frame says the HDU is missing
+                lettered = any(re.fullmatch(r"DATASEC[A-Z]", k) for k in header)
+                empty_primary = hdu == 0 and hdul[0].header.get("NAXIS", 0) == 0
+                if not lettered and not empty_primary:
+                    return None
+                if lettered:
+                    shape = (int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0)))
+                    detectors = [_lettered(hdu, header, shape, hdul[0].header, Fallbacks())]
+                else:
+                    images = [h for h in hdul[1:] if isinstance(h, fits.ImageHDU)]
+                    if len(images) < 2 and not any(re.fullmatch(r"DATASEC[A-Z]", k)
+                                                   for h in images for k in h.header):
+                        return None  # one image extension: a plain frame (fpack and the like)
+                    detectors = detectors_from_hdul(hdul, path=path)
     except AstropyUserWarning:
         # a damaged header parsed lazily, with warnings escalated to errors: the frame reader,
         # which checks the file fully, names the damage

@@ -180,7 +180,7 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
     # FITS is big-endian: converting once here spares astropy a byteswap there and back
     hdus = [fits.PrimaryHDU(np.asarray(image, dtype=">f4"), header=header),
             fits.ImageHDU(np.asarray(error, dtype=">f4"), name="ERROR")]
-    hdus[1].header["BUNIT"] = ("adu", "1-sigma error of the primary image")
+    hdus[1].header["BUNIT"] = (header.get("BUNIT", "adu"), "1-sigma error of the primary image")
     if mask is not None:
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=MASK_DTYPE), name="MASK"))
         for key, value, comment in mask_header(dtype=MASK_DTYPE):
@@ -256,7 +256,7 @@ def stack_header(first: fits.Header, *, exptimes: list[float], params: dict,
 
 def master_header(*, kind: str, inputs: list[str], params: CombineParams, n_frames: int,
                   rejected_fraction: float, exptime: float | None, filter: str = "",
-                  extra: dict | None = None) -> fits.Header:
+                  extra: dict | None = None, units: str = "adu") -> fits.Header:
     """The provenance header of a master: type, inputs, combine parameters, rejected fraction.
 
     Parameters
@@ -278,6 +278,9 @@ def master_header(*, kind: str, inputs: list[str], params: CombineParams, n_fram
         ``FILTER`` of a flat.
     extra : dict, optional
         More cards ``{key: (value, comment)}``.
+    units : str
+        ``BUNIT`` of a bias or dark (``"adu"`` or ``"electron"``: the frames' calibration
+        units); a flat is unitless.
 
     Returns
     -------
@@ -287,7 +290,7 @@ def master_header(*, kind: str, inputs: list[str], params: CombineParams, n_fram
     header["IMAGETYP"] = (f"MASTER {kind.upper()}", "ccdflow master frame")
     # a dark rate is stored as the ADU of a 1 s exposure (EXPTIME = 1), so that tools scaling a
     # dark by EXPTIME (ccdproc.subtract_dark) subtract ADU from ADU
-    header["BUNIT"] = ("" if kind == "flat" else "adu")
+    header["BUNIT"] = ("" if kind == "flat" else units)
     if exptime is not None:
         header["EXPTIME"] = (exptime, "[s] exposure the values correspond to")
     if filter:

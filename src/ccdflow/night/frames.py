@@ -186,14 +186,15 @@ def _describe_one(entry: ListedFrame, *, content: bool, known: Mapping[tuple, Fr
             return [cached]
         try:
             hdu, header = read_header(entry.path, hdu=entry.hdu)
-        except FrameReadError as unread:
-            # an empty primary before one extension per amplifier (or per CCD) is no error
+        except FrameReadError as unreadable:
+            # an empty primary before one extension per amplifier (or per CCD) is no error; a
+            # file that cannot be opened at all keeps the frame reader's reason
             try:
                 detectors = header_detectors(entry.path, hdu=entry.hdu)
             except FrameReadError:
-                detectors = None  # a damaged file: the frame reader's error says more
+                raise unreadable from unreadable.__cause__
             if not detectors:
-                raise unread
+                raise unreadable from unreadable.__cause__
             return _describe_detectors(entry, detectors, content=content)
         if any(_LETTERED.fullmatch(k) for k in header):
             detectors = header_detectors(entry.path, hdu=hdu)

@@ -17,7 +17,9 @@ from astropy.io import fits
 
 from ccdflow._version import __version__
 from ccdflow.array.badpixels import BadPixelParams, bad_pixel_mask
+from ccdflow.array.detector import Detector
 from ccdflow.array.masks import MASK_DTYPE, MaskBits, mask_header
+from ccdflow.array.sections import Region
 from ccdflow.errors import CcdflowError, FrameReadError, IncompatibleFramesError
 from ccdflow.io.products import file_sha1
 from ccdflow.io.write import write_fits
@@ -132,13 +134,23 @@ def build_bpm(plan: BpmPlan, store: Store, output: Path, *, shape: tuple[int, in
             "flagged": flagged}
 
 
+def _amplifier_areas(store: Store, name: str) -> tuple[Region, ...]:
+    """Where each amplifier of master ``name`` lies, as recorded with it."""
+    detector = store.master_attrs(name).get("calibration", {}).get("detector")
+    if not detector:
+        return ()
+    return tuple(a.destination for a in Detector.from_dict(detector).amplifiers)
+
+
 def _compute(plan: BpmPlan, store: Store, shape: tuple[int, int]) -> np.ndarray:
     root = store.root("r")
     dark = da.from_zarr(root[f"masters/{plan.dark}/data"]) if plan.dark else None
     user = read_user_mask(plan.user_mask, shape) if plan.user_mask else None
-    masks = [bad_pixel_mask(dark=dark, user_mask=user, params=plan.params)] if (
-        dark is not None or user is not None) else []
-    masks += [bad_pixel_mask(flat=da.from_zarr(root[f"masters/{name}/data"]), params=plan.params)
+    masks = [bad_pixel_mask(dark=dark, user_mask=user, params=plan.params,
+                            amplifiers=_amplifier_areas(store, plan.dark) if plan.dark else ())
+             ] if (dark is not None or user is not None) else []
+    masks += [bad_pixel_mask(flat=da.from_zarr(root[f"masters/{name}/data"]), params=plan.params,
+                             amplifiers=_amplifier_areas(store, name))
               for name in plan.flats]
     bit = MASK_DTYPE.type(MaskBits.BAD)
     if not masks:

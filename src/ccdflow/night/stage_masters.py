@@ -224,7 +224,7 @@ def _write(plan: MasterPlan, store: Store, config: NightConfig, output, data, er
     header = master_header(kind=plan.kind, inputs=[str(f.path) for f in plan.frames],
                            params=plan.combine, n_frames=len(plan.frames),
                            rejected_fraction=rejected, exptime=exptime, filter=plan.filter,
-                           extra=extra)
+                           extra=extra, units=plan.params.units.value)
     add_fallback_notes(header, [note for _, note in plan.notes
                                 if any(f.label == _ for f in plan.frames)])
     write_master(output, data=data, error=error, count=count, header=header)
