@@ -122,8 +122,10 @@ def test_sprat_header(sprat_run):
     assert "INPUT003" not in header
     assert header["HIERARCH CCDFLOW MASTER DARK"] == "dark.fits"
     assert header["HIERARCH CCDFLOW MASTER DARK N"] == 1
-    assert header["HIERARCH CCDFLOW MASTER FLAT_NONE"] == "flat_none.fits"
-    assert header["HIERARCH CCDFLOW MASTER FLAT_NONE N"] == 1
+    # the filter is the wheels' FILTER1 + FILTER2 (SPRAT writes no FILTER card)
+    assert first["FILTER1"] == "4020longpass" and first["FILTER2"] == "clear"
+    assert header["HIERARCH CCDFLOW MASTER FLAT_4020LONGPASS+CLEAR"] == "flat_4020longpass+clear.fits"
+    assert header["HIERARCH CCDFLOW MASTER FLAT_4020LONGPASS+CLEAR N"] == 1
     assert "HIERARCH CCDFLOW MASTER BIAS" not in header  # no bias listed
     assert "CHECKSUM" not in header and "DATASUM" not in header
     # the arc is combined on its own, with its own header
@@ -133,7 +135,7 @@ def test_sprat_header(sprat_run):
     assert arc.header["NCOMBINE"] == 1
     assert arc.header["INPUT001"] == ARC.name
     assert arc.header["OBJECT"] == fits.getheader(ARC)["OBJECT"]
-    assert "HIERARCH CCDFLOW MASTER FLAT_NONE" not in arc.header  # arcs are not flat-fielded
+    assert "HIERARCH CCDFLOW MASTER FLAT_4020LONGPASS+CLEAR" not in arc.header  # arcs: no flat
 
 
 def test_sprat_arc_is_the_processed_arc_unchanged(sprat_run):
