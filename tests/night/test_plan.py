@@ -231,7 +231,7 @@ def test_a_light_without_a_flat_for_its_filter_fails(night):
     for name, reason in failed.items():
         assert re.fullmatch(
             rf"MissingCalibrationError: \S+/{name}: no flat master for FILTER='R' "
-            r"\(available: flat_V\)", reason), reason
+            r"\(looked for flat_R; available: flat_V\)", reason), reason
 
 
 def test_a_night_without_darks(night):

@@ -14,7 +14,8 @@ from pathlib import Path
 from ccdflow._version import __version__
 from ccdflow.array.calibration import CalibrationParams
 from ccdflow.array.combination import ClipMethod, CombineParams
-from ccdflow.errors import CcdflowError, IncompatibleFramesError, MissingCalibrationError
+from ccdflow.errors import CcdflowError, ConfigError, IncompatibleFramesError, MissingCalibrationError
+from ccdflow.io.detectors import parse_binning
 from ccdflow.io.frame_settings import Resolved, resolve_params
 from ccdflow.io.names import safe_name
 from ccdflow.night.config import NightConfig
@@ -183,18 +184,35 @@ def _zero_second_darks_are_biases(frames: list[FrameInfo], plan: Plan) -> list[F
     return out
 
 
-def _for_ccd(name: str, frame: FrameInfo) -> str:
-    """A master's name for the frame's CCD: masters of a file holding several CCDs are per CCD."""
+def binning(frame: FrameInfo) -> tuple[int, int]:
+    """The frame's (x, y) binning: its detector's, else its ``CCDSUM`` card, else 1 x 1."""
+    detector = frame.header_detector()
+    if detector is not None:
+        return detector.binning
+    try:
+        return parse_binning(frame.fits_header().get("CCDSUM"))
+    except ConfigError:
+        return (1, 1)  # an unreadable CCDSUM: the layout check names any mismatch
+
+
+def _for_ccd(name: str, frame: FrameInfo, binned: bool = False) -> str:
+    """A master's name for the frame's CCD and, in a night of several binnings, its binning.
+
+    Masters of a file holding several CCDs are per CCD, and of each binning.
+    """
+    if binned:
+        bx, by = binning(frame)
+        name = f"{name}_{bx}x{by}"
     return f"{name}_{safe_name(frame.ccd)}" if frame.ccd else name
 
 
-def _master_groups(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
+def _master_groups(frames: list[FrameInfo], binned: bool) -> dict[str, list[FrameInfo]]:
     groups: dict[str, list[FrameInfo]] = defaultdict(list)
     for frame in frames:
         if frame.type == "flat":
-            groups[_for_ccd(flat_name(frame.filter), frame)].append(frame)
+            groups[_for_ccd(flat_name(frame.filter), frame, binned)].append(frame)
         elif frame.type in ("bias", "dark"):
-            groups[_for_ccd(frame.type, frame)].append(frame)
+            groups[_for_ccd(frame.type, frame, binned)].append(frame)
     return groups
 
 
@@ -283,7 +301,8 @@ def _pick(kind: str, frame: FrameInfo, masters: dict[str, MasterPlan], wanted: s
         looked = f"{kind} master" + (f" for FILTER={frame.filter!r}" if kind == "flat" else "")
         have = sorted(m for m in masters if m.startswith(kind))
         raise MissingCalibrationError(
-            f"{frame.path}: no {looked} (available: {', '.join(have) or 'none usable'})")
+            f"{frame.path}: no {looked} (looked for {wanted}; available: "
+            f"{', '.join(have) or 'none usable'})")
     return None
 
 
@@ -313,7 +332,9 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
     readable = _zero_second_darks_are_biases(readable, plan)
     types_present = {f.type for f in readable}
     masters: dict[str, MasterPlan] = {}
-    for name, group in sorted(_master_groups(readable).items(),
+    # calibrations of several binnings make masters of each (named by it), each light uses its own
+    binned = len({binning(f) for f in readable if f.type in ("bias", "dark", "flat")}) > 1
+    for name, group in sorted(_master_groups(readable, binned).items(),
                               key=lambda item: ("bias", "dark", "flat").index(item[0][:4])):
         kind = name.split("_")[0]
         if len(group) < config.min_frames.get(kind, 0):
@@ -330,13 +351,15 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
         if kind not in types_present and any(f.type in ("light", "arc") for f in readable):
             plan.warnings.append(f"no {kind} frames: the {kind} step is skipped")
     stems = Counter(f.stem for f in readable if f.type in ("light", "arc"))
+    # lights of several binnings go to cubes of each (a cube holds frames of one shape)
+    binned_lights = len({binning(f) for f in readable if f.type in ("light", "arc")}) > 1
     counters: Counter = Counter()
     for frame in readable:
         if frame.type not in ("light", "arc"):
             continue
         try:
             plan.frames.append(_plan_frame(frame, config, masters, types_present, stems, counters,
-                                           plan.bpms))
+                                           plan.bpms, binned=binned, binned_lights=binned_lights))
         except CcdflowError as err:
             plan.failures[frame.label] = f"{type(err).__name__}: {err}"
     return plan
@@ -365,15 +388,16 @@ def _plan_bpms(masters: dict[str, MasterPlan], config: NightConfig) -> dict[str,
 
 def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, MasterPlan],
                 types_present: set[str], stems: Counter, counters: Counter,
-                bpms: dict[str, BpmPlan]) -> FramePlan:
+                bpms: dict[str, BpmPlan], *, binned: bool = False,
+                binned_lights: bool = False) -> FramePlan:
     resolved = frame_resolved(frame, config)
     params = resolved.params
     bias = dark = flat = None
     if not is_processed(frame, config):
-        bias = _pick("bias", frame, masters, _for_ccd("bias", frame), types_present)
-        dark = _pick("dark", frame, masters, _for_ccd("dark", frame), types_present)
+        bias = _pick("bias", frame, masters, _for_ccd("bias", frame, binned), types_present)
+        dark = _pick("dark", frame, masters, _for_ccd("dark", frame, binned), types_present)
     if frame.type == "light":
-        flat = _pick("flat", frame, masters, _for_ccd(flat_name(frame.filter), frame),
+        flat = _pick("flat", frame, masters, _for_ccd(flat_name(frame.filter), frame, binned),
                      types_present)
     for name in (bias, dark, flat):
         if name:
@@ -382,7 +406,7 @@ def _plan_frame(frame: FrameInfo, config: NightConfig, masters: dict[str, Master
     if stems[stem] > 1:  # same file name in two folders
         stem = f"{stem}_{hashlib.sha1(str(frame.path).encode()).hexdigest()[:6]}"
     folder = "lights" if frame.type == "light" else "arcs"
-    cube = _for_ccd(f"{folder}_{safe_name(frame.filter or 'none')}", frame)
+    cube = _for_ccd(f"{folder}_{safe_name(frame.filter or 'none')}", frame, binned_lights)
     index = counters[cube]
     counters[cube] += 1
     quality = config.quality.lights.to_dict() if frame.type == "light" else None
