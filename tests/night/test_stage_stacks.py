@@ -113,9 +113,9 @@ def test_the_stack_graph_reads_bands_without_any_rechunk(tmp_path):
 
 def test_band_rows_follow_the_task_budget():
     # 9 bytes read and 24 of combine work per value: 40 frames x 100 columns fit 10 rows in 132 kB
-    assert stack_rows(40, (64, 100), 40 * 100 * 33 * 10, align=1) == 10
-    assert stack_rows(40, (64, 100), 40 * 100 * 33 * 10, align=4) == 8  # whole inner chunks
-    assert stack_rows(40, (64, 100), 40 * 100 * 33 * 3, align=4) == 3  # less than one chunk
+    assert stack_rows(40, (64, 100), 40 * 100 * 13 * 10, align=1) == 10
+    assert stack_rows(40, (64, 100), 40 * 100 * 13 * 10, align=4) == 8  # whole inner chunks
+    assert stack_rows(40, (64, 100), 40 * 100 * 13 * 3, align=4) == 3  # less than one chunk
     assert stack_rows(40, (64, 100), 1, align=4) == 1
     assert stack_rows(2, (64, 100), None, align=4) == 64
 
