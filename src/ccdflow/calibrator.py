@@ -289,24 +289,23 @@ class Calibrator:
         """
         settings = self._settings(overrides)
         if isinstance(frame, Frame):
-            frame, images = frame, frame.data
+            frame, images, detector = frame, frame.data, settings["amplifiers"]
         else:
-            frame, images = _open(frame, None, settings)
-        params, masters, dark_scale, norm = self._resolve(frame, settings, images)
+            frame, images, detector = _open(frame, None, settings)
+        params, masters, dark_scale, norm = self._resolve(frame, settings, images, detector)
         return calibrate_lazy(images, params=params, masters=masters,
                               dark_scale=dark_scale, norm=norm, quality=settings["quality"])
 
-    def _resolve(self, frame: Frame, s: dict[str, Any], images: Any
+    def _resolve(self, frame: Frame, s: dict[str, Any], images: Any, detector: Detector | None
                  ) -> tuple[CalibrationParams, Masters, float, float]:
         """Parameters, masters, dark scale and flat norm of one frame, checked against it."""
         settings = FrameSettings(
             overscans=s["overscans"], overscan_method=s["overscan_method"],
             overscan_params=s["overscan_params"], image_area=s["image_area"], gain=s["gain"],
             read_noise=s["read_noise"], saturation=s["saturation"], exptime=frame.exptime,
-            detector=s["amplifiers"], units=s["units"])
+            detector=detector, units=s["units"])
         params = resolve_params(frame.header, frame.shape, settings, path=str(frame.path),
-                                hdu=frame.hdu,
-                                detector=getattr(images, "detector", None)).params
+                                hdu=frame.hdu).params
         masters = Masters(*(self._load_master(s[f"master_{k}"], k) for k in ("bias", "dark", "flat")),
                           bpm=self._load_master(s["bad_pixels"], "bpm"))
         shapes = ({h: tuple(a.shape) for h, a in images.items()} if isinstance(images, Mapping)
@@ -363,8 +362,8 @@ class Calibrator:
             guard_inputs([calibrated], inputs=[*([raw] if isinstance(raw, str | os.PathLike) else []),
                                                *(s[f"master_{k}"] for k in ("bias", "dark", "flat")
                                                  if isinstance(s[f"master_{k}"], str | os.PathLike))])
-        frame, images = _open(raw, header, s)
-        params, masters, dark_scale, norm = self._resolve(frame, s, images)
+        frame, images, detector = _open(raw, header, s)
+        params, masters, dark_scale, norm = self._resolve(frame, s, images, detector)
         # one frame is one task: run it here, never ship it (and the masters) to a scheduler
         raw_pixels = (images.compute(scheduler="sync") if not isinstance(images, Mapping)
                       else dict(zip(images, dask.compute(*images.values(), scheduler="sync"),
@@ -383,18 +382,13 @@ class Calibrator:
                                 mask=mask if s["mask"] else None, overwrite=s["overwrite"])
 
 
-class _Images(dict):
-    """Each HDU's lazy image of a frame read through a detector, and that detector."""
+def _open(raw: Any, header: fits.Header | None, s: dict[str, Any]
+          ) -> tuple[Frame, Any, Detector | None]:
+    """The frame (header, exposure), its pixels and the detector it is read through.
 
-    detector: Detector | None = None
-
-
-def _open(raw: Any, header: fits.Header | None, s: dict[str, Any]) -> tuple[Frame, Any]:
-    """The frame (header, exposure) and its pixels: one lazy image, or one per HDU read.
-
-    A file whose headers describe several amplifiers or HDUs is read through that detector
-    unless ``amplifiers`` says otherwise; a given detector reading other HDUs than ``raw_hdu``
-    opens them all.
+    The pixels are one lazy image, or one per HDU read. A file whose headers describe several
+    amplifiers or HDUs is read through that detector unless ``amplifiers`` says otherwise; a
+    given detector reading other HDUs than ``raw_hdu`` opens them all.
     """
     detector, from_header = s["amplifiers"], False
     is_path = isinstance(raw, str | os.PathLike)
@@ -404,14 +398,12 @@ def _open(raw: Any, header: fits.Header | None, s: dict[str, Any]) -> tuple[Fram
             detector, from_header = pick_detector(found, ccd=s["ccd"], path=str(raw)), True
     if detector is None or (not from_header and detector.hdus == (s["raw_hdu"],)):
         frame = as_frame(raw, header=header, hdu=s["raw_hdu"], exptime=s["exptime"])
-        return frame, frame.data
+        return frame, frame.data, detector
     if not is_path:
         raise ConfigError("amplifiers", f"detector {detector.name} reads HDUs {detector.hdus}; "
                           "an in-memory frame has one image (give a file)")
     opened = open_detector_frame(raw, detector, exptime=s["exptime"])
-    images = _Images(opened.images)
-    images.detector = detector if from_header else None
-    return opened.frame, images
+    return opened.frame, opened.images, detector
 
 
 def _detector(value: Any) -> Detector | None:

@@ -19,7 +19,7 @@ import numpy as np
 from ccdflow.array.calibration import CalibrationParams, dark_scale
 from ccdflow.array.combination import Combined, CombineParams, combine, frame_levels
 from ccdflow.array.detector import Amplifier, Detector, Units
-from ccdflow.array.overscan import OverscanMethods, overscan_correction
+from ccdflow.array.overscan import OverscanMethods, OverscanParams, UserOverscan, overscan_correction
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError
 
@@ -67,9 +67,8 @@ def _crop_for(regions: Sequence[Region], shape: tuple[int, int],
     return (slice(y0, y1), slice(x0, x1)), shifted
 
 
-def _level_of(block: np.ndarray, regions: list[Region], params: CalibrationParams) -> np.ndarray:
-    level, _ = overscan_correction(block[0], regions, params.overscan_method,
-                                   params.overscan_params)
+def _level_of(block: np.ndarray, regions: list[Region], method, params: OverscanParams) -> np.ndarray:
+    level, _ = overscan_correction(block[0], regions, method, params)
     return np.asarray(level, dtype=np.float32)[None]
 
 
@@ -82,23 +81,25 @@ def _level_shape(method, regions: Sequence[Region], crop: tuple[int, int]) -> tu
     return (1, 1)
 
 
-def overscan_levels(stack: da.Array, params: CalibrationParams) -> da.Array | None:
+def overscan_levels(stack: da.Array, overscans: Sequence[Region], *,
+                    method: OverscanMethods | UserOverscan = OverscanMethods.median,
+                    params: OverscanParams = OverscanParams()) -> da.Array | None:
     """Each frame's overscan level, lazily, broadcastable against ``stack``: (N, rows|1, cols|1).
 
-    Reads only the overscan strips (plus the lines a per-line method spans), one frame per task.
-    A user callable needs, and is given, whole frames; its levels are then frame-sized, so memory
-    grows with the number of frames in that case only.
+    ``overscans``: one amplifier's strips (``None`` when it has none). Reads only the strips
+    (plus the lines a per-line method spans), one frame per task. A user callable needs, and is
+    given, whole frames; its levels are then frame-sized, so memory grows with the number of
+    frames in that case only.
     """
-    if not params.overscans:
+    if not overscans:
         return None
-    method = params.overscan_method
     if isinstance(method, OverscanMethods):
-        crop, regions = _crop_for(params.overscans, stack.shape[1:], method)
+        crop, regions = _crop_for(overscans, stack.shape[1:], method)
     else:
-        crop, regions = (slice(None), slice(None)), list(params.overscans)
+        crop, regions = (slice(None), slice(None)), list(overscans)
     strips = stack[:, crop[0], crop[1]].rechunk({0: 1, 1: -1, 2: -1})
     shape = _level_shape(method, regions, strips.shape[1:])
-    return strips.map_blocks(_level_of, regions, params, dtype=np.float32,
+    return strips.map_blocks(_level_of, regions, method, params, dtype=np.float32,
                              chunks=((1,) * stack.shape[0], (shape[0],), (shape[1],)),
                              meta=np.empty((0, 0, 0), np.float32))
 
@@ -128,10 +129,8 @@ def _grid(layout: Detector) -> list[list[Amplifier]]:
 
 def _amplifier_piece(stack: da.Array, amp: Amplifier, params: CalibrationParams) -> da.Array:
     """One amplifier of every frame: overscan-corrected, trimmed, mirrored into place, scaled."""
-    amp_params = dataclasses.replace(params, detector=None, image_area=amp.data,
-                                     overscans=amp.overscans, gain=amp.gain,
-                                     read_noise=amp.read_noise, saturation=amp.saturation)
-    levels = overscan_levels(stack, amp_params)
+    levels = overscan_levels(stack, amp.overscans, method=params.overscan_method,
+                             params=params.overscan_params)
     rows, cols = amp.data.slices
     piece = stack[:, rows, cols]
     if levels is not None:

@@ -61,7 +61,7 @@ from ccdflow.array.params import parse_number
 from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError, FrameError, FrameReadError
 from ccdflow.io.fits import Frame, open_frame
-from ccdflow.io.headers import exposure_time
+from ccdflow.io.headers import UNSET_TEXT, exposure_time
 
 __all__ = ["DetectorImages", "Fallbacks", "assembled_header", "detectors_from_hdul",
            "header_detectors", "load_instrument", "open_detector_frame", "parse_binning",
@@ -69,7 +69,6 @@ __all__ = ["DetectorImages", "Fallbacks", "assembled_header", "detectors_from_hd
 
 _SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$", re.ASCII)
 _DEFAULTS = {"gain": 1.0, "read_noise": 0.0, "saturation": None}
-_UNSET = ("", "unavail", "unknown", "none", "n/a", "na")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,7 +162,7 @@ def _number(header: fits.Header, key: str, name: str, fallbacks: Fallbacks) -> t
     raw = header.get(key)
     if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
         return float(raw), f"header {key}"
-    if isinstance(raw, str) and raw.strip().lower() not in _UNSET:
+    if isinstance(raw, str) and raw.strip().lower() not in UNSET_TEXT:
         try:
             value = float(raw)
         except ValueError:
@@ -246,7 +245,7 @@ def _detector(name: str, entries: list[_Entry], binning: tuple[int, int]) -> Det
 
 def _label(header: fits.Header, key: str) -> str | None:
     value = header.get(key)
-    if value is None or str(value).strip().lower() in _UNSET:
+    if value is None or str(value).strip().lower() in UNSET_TEXT:
         return None
     return str(value).strip()
 

@@ -19,6 +19,7 @@ __all__ = [
     "EXPTIME_KEYS",
     "FILTER_KEYS",
     "FILTER_WHEEL_KEYS",
+    "UNSET_TEXT",
     "FRAME_TYPES",
     "MAX_EXPTIME",
     "GAIN_KEYS",
@@ -208,7 +209,8 @@ def find_exposure_time(header: fits.Header, *, path: str = "<header>") -> float 
 #: Cards naming a frame's filter, in order: one card, a summary card, or a filter wheel per card.
 FILTER_KEYS = ("FILTER", "FILTERS")
 FILTER_WHEEL_KEYS = ("FILTER1", "FILTER2", "FILTER3")
-_NO_FILTER = ("", "unavail", "unavailable", "unknown", "none", "n/a")
+#: Card text meaning "no value" (SAMI writes ``GAIN = 'unavail'``), lower case.
+UNSET_TEXT = ("", "unavail", "unavailable", "unknown", "none", "n/a", "na")
 
 
 def frame_filter(header: fits.Header) -> str:
@@ -225,11 +227,11 @@ def frame_filter(header: fits.Header) -> str:
     """
     for key in FILTER_KEYS:
         value = str(header.get(key, "")).strip()
-        if value.lower() not in _NO_FILTER:
+        if value.lower() not in UNSET_TEXT:
             return value
     wheels = [str(header.get(k, "")).strip() for k in FILTER_WHEEL_KEYS]
     return "+".join(w for w in wheels
-                    if w.lower() not in _NO_FILTER and not w.lower().endswith(" unavailable"))
+                    if w.lower() not in UNSET_TEXT and not w.lower().endswith(" unavailable"))
 
 
 def frame_type(value: str, *, key: str = "type") -> str:

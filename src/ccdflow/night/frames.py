@@ -53,6 +53,11 @@ class FrameInfo:
 
     def header_detector(self) -> Detector | None:
         """The amplifier layout the file's headers describe, if it has several amplifiers/HDUs."""
+        return self._parsed_detector
+
+    @cached_property
+    def _parsed_detector(self) -> Detector | None:
+        # parsed once: the plan asks for it per master and per light
         return Detector.from_dict(json.loads(self.detector)) if self.detector else None
 
     def fits_header(self) -> fits.Header:
@@ -66,7 +71,8 @@ class FrameInfo:
 
     def __getstate__(self) -> dict:
         # Ship the text only: a parsed Header pickles larger and slower than it re-parses.
-        return {k: v for k, v in self.__dict__.items() if k != "_parsed_header"}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_parsed_header", "_parsed_detector")}
 
     @classmethod
     def from_header(cls, *, type: str, path: Path, hdu: int, header: fits.Header,
