@@ -20,7 +20,7 @@ from ccdflow.io.headers import exposure_time
 
 __all__ = [
     "Frame", "PlainLayout", "open_frame", "open_stack", "read_band", "read_header", "read_layout",
-    "read_rows",
+    "read_images", "read_rows",
 ]
 
 
@@ -246,26 +246,45 @@ def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np
         If the pixels cannot be read (truncated file, vanished file, corrupt compressed data) or
         a header card cannot be parsed.
     """
+    return read_images(path, (hdu,), rows, cols)[hdu]
+
+
+def read_images(path: str, hdus: Sequence[int], rows: slice = slice(None),
+                cols: slice = slice(None)) -> dict[int, np.ndarray]:
+    """`read_rows` of several HDUs of one file, opened once (a gzip file is inflated once).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = str(pathlib.Path(tempfile.mkdtemp()) / "two.fits")
+    >>> fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((2, 3), np.int16)),
+    ...               fits.ImageHDU(np.zeros((2, 3), np.int16))]).writeto(path)
+    >>> {h: float(a.sum()) for h, a in read_images(path, (1, 2)).items()}
+    {1: 6.0, 2: 0.0}
+    """
+    out, hdu = {}, hdus[0]
     try:
         # Scaling ourselves avoids astropy's full-frame float64 copy of every 16-bit frame.
         with (
             open(path, "rb") as fh,
             fits.open(fh, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul,
         ):
-            image = hdul[hdu]
-            header = image.header
-            check_cards(header, path=path, hdu=hdu)
-            raw = np.asarray(image.section[rows, cols])
-            blank = header.get("BLANK") if raw.dtype.kind in "iu" else None
-            block = np.empty(raw.shape, np.float32)  # native order, detached from the file
-            scale_into(raw, block, bscale=float(header.get("BSCALE", 1.0)),
-                       bzero=float(header.get("BZERO", 0.0)),
-                       blank=None if blank is None else int(blank))
+            for hdu in hdus:
+                image = hdul[hdu]
+                header = image.header
+                check_cards(header, path=path, hdu=hdu)
+                raw = np.asarray(image.section[rows, cols])
+                blank = header.get("BLANK") if raw.dtype.kind in "iu" else None
+                block = np.empty(raw.shape, np.float32)  # native order, detached from the file
+                scale_into(raw, block, bscale=float(header.get("BSCALE", 1.0)),
+                           bzero=float(header.get("BZERO", 0.0)),
+                           blank=None if blank is None else int(blank))
+                out[hdu] = block
     except FrameReadError:
         raise
     except READ_ERRORS as err:
         raise FrameReadError(path, f"cannot read pixels: {err}", hdu=hdu) from err
-    return block
+    return out
 
 
 class _FitsBlocks:

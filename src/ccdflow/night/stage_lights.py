@@ -18,7 +18,7 @@ import numpy as np
 from ccdflow.array.calibration import Masters, calibrate_array, check_geometry, dark_scale
 from ccdflow.array.frame_quality import QualityParams
 from ccdflow.errors import CcdflowError, FrameError
-from ccdflow.io.fits import read_rows
+from ccdflow.io.fits import read_images, read_rows
 from ccdflow.io.names import header_text
 from ccdflow.io.products import add_fallback_notes, calibrated_header, write_calibrated
 from ccdflow.night.plan import FramePlan
@@ -132,7 +132,7 @@ def _read_raw(plan: FramePlan):
     path = str(plan.frame.path)
     hdus = plan.params.layout.hdus
     if plan.params.multi_amplifier and hdus != (plan.frame.hdu,):
-        raw = {h: read_rows(path, h, slice(None)) for h in hdus}
+        raw = read_images(path, hdus)
         return raw, {h: r.shape for h, r in raw.items()}
     raw = read_rows(path, plan.frame.hdu, slice(None))
     return raw, raw.shape
