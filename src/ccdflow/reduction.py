@@ -181,6 +181,7 @@ class ImageReduction:
                                                           scale="median" if kind == "flat" else None)
                                       for kind in ("bias", "dark", "flat")}),
             min_frames=MinFrames(bias=1, dark=1, flat=1),
+            keep_cube=True,  # the lights are combined from the night's cube
             cluster=ClusterConfig(scheduler=self.scheduler),
         )
 

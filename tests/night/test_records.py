@@ -2,6 +2,7 @@
 killed run only redoes its frames."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,11 @@ def test_records_survive_a_rerun_in_one_table(tmp_path):
     stems = sorted(_statuses(first))
     table = json.loads((tmp_path / "reduced/work.zarr" / RECORDS_NAME).read_text())
     assert sorted(table["lights_V"]) == stems
-    assert all(len(r["digests"]) == 3 and r["output_stamp"]["size"] > 0
+    assert all(r["output_stamp"]["size"] > 0 and len(r["output_stamp"]["sha1"]) == 40
                for r in table["lights_V"].values())
+    # a night that does not stack writes only the FITS products: no cube, no slice digests
+    assert not any("digests" in r for r in table["lights_V"].values())
+    assert not (tmp_path / "reduced/work.zarr/cubes").exists()
     # workers write no record: no group per frame in the store
     assert not list((tmp_path / "reduced/work.zarr").glob("records/*/*/zarr.json"))
     # the record is the store's, not the report's
@@ -136,3 +140,69 @@ def test_a_damaged_table_redoes_the_lights_and_says_so(tmp_path):
     assert set(_statuses(report).values()) == {"done"}
     assert any("records/table.json cannot be read" in w and "redone" in w for w in report.warnings)
     assert set(_statuses(_run(config)).values()) == {"reused"}
+
+
+def _set(config: Path, **keys) -> None:
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, **keys}))
+
+
+def test_stacking_later_redoes_the_lights_into_the_cube_once(tmp_path):
+    config = _night(tmp_path, n_light=3)
+    _run(config)
+    _set(config, stack_lights=True)
+    report = _run(config)
+    assert set(_statuses(report).values()) == {"done"}
+    assert sum("calibrated when the night did not stack" in w for w in report.warnings) == 3
+    assert [s["status"] for s in report.stacks.values()] == ["built"]
+    table = json.loads((tmp_path / "reduced/work.zarr" / RECORDS_NAME).read_text())
+    assert all(len(r["digests"]) == 3 and len(r["slice_stamps"]) == 3
+               for r in table["lights_V"].values())
+    assert set(_statuses(_run(config)).values()) == {"reused"}
+
+
+def _edit_in_place(path: Path) -> None:
+    """Change one data byte of a product, keeping its size and restoring its modification time."""
+    status = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(status.st_size - 10)
+        byte = f.read(1)
+        f.seek(status.st_size - 10)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+
+
+@pytest.mark.parametrize(("resume", "restore_time", "redone"), [
+    ("metadata", False, True),  # same size, new time: read again, the SHA-1 differs
+    ("metadata", True, False),  # same size and time: trusted unread (what `content` is for)
+    ("content", True, True)])
+def test_a_product_edited_in_place_is_found_by_what_the_resume_mode_compares(
+        tmp_path, resume, restore_time, redone):
+    config = _night(tmp_path, n_light=2)
+    _set(config, resume=resume)
+    _run(config)
+    product = sorted((tmp_path / "reduced/lights").glob("*.fits"))[0]
+    if restore_time:
+        _edit_in_place(product)
+    else:
+        product.write_bytes(bytearray(product.read_bytes())[:-1] + b"x")
+    report = _run(config)
+    assert _statuses(report) == {p.stem: "done" if p == product and redone else "reused"
+                                 for p in (tmp_path / "reduced/lights").glob("*.fits")}
+    assert any("SHA-1 differs" in w for w in report.warnings) == redone
+
+
+def test_metadata_resume_checks_a_cube_slice_by_its_files_and_its_digest(tmp_path):
+    config = _night(tmp_path, n_light=2)
+    _set(config, stack_lights=True)
+    _run(config)
+    store = tmp_path / "reduced/work.zarr"
+    table = json.loads((store / RECORDS_NAME).read_text())
+    stem, record = sorted(table["lights_V"].items())[0]
+    index = json.loads((store / "cubes/lights_V/zarr.json").read_text())["attributes"]["index"][stem]
+    shard = store / "cubes/lights_V/image/c" / str(index) / "0" / "0"
+    assert [shard.stat().st_size, shard.stat().st_mtime_ns] == record["slice_stamps"]["image"]
+    shard.write_bytes(shard.read_bytes()[:-8] + bytes(8))  # a damaged shard index, same size
+    report = _run(config)
+    assert _statuses(report)[stem] == "done"
+    assert any("its slice of cube lights_V" in w and "damaged" in w for w in report.warnings)

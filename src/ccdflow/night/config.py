@@ -325,6 +325,10 @@ class NightConfig:
         Fewer frames of a type give a warning.
     stack_lights : bool
         Also combine the calibrated lights per filter and object.
+    keep_cube : bool
+        Keep the calibrated lights in ``work.zarr`` (their filter's cube) even when the night does
+        not stack them (`ImageReduction` combines from it). A night that stacks always keeps it;
+        one that does not writes only the FITS products.
     resume : ResumeMode
         How a rerun tells an unchanged input: ``metadata`` (path, size, time) or ``content``.
     cluster : ClusterConfig
@@ -348,6 +352,7 @@ class NightConfig:
     combine: CombineByKind = CombineByKind()
     min_frames: MinFrames = MinFrames()
     stack_lights: bool = False
+    keep_cube: bool = False
     resume: ResumeMode = ResumeMode.metadata
     cluster: ClusterConfig = ClusterConfig()
     quality: QualityConfig = QualityConfig()
@@ -365,8 +370,9 @@ class NightConfig:
                            ("quality", QualityConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(name, f"expected {kind.__name__}, got {getattr(self, name)!r}")
-        if not isinstance(self.stack_lights, bool):
-            raise ConfigError("stack_lights", f"expected true or false, got {self.stack_lights!r}")
+        for name in ("stack_lights", "keep_cube"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"expected true or false, got {getattr(self, name)!r}")
         object.__setattr__(self, "resume", parse_enum(ResumeMode, self.resume, key="resume"))
 
     @classmethod
@@ -375,8 +381,8 @@ class NightConfig:
         """Validate a parsed config; relative paths are taken relative to ``base``."""
         if not isinstance(data, Mapping):
             raise ConfigError("<config>", f"expected a mapping at the top, got {type(data).__name__}")
-        known = {"input", "output", "calibration", "combine", "min_frames", "stack_lights", "cluster",
-                 "quality", "resume"}
+        known = {"input", "output", "calibration", "combine", "min_frames", "stack_lights", "keep_cube",
+                 "cluster", "quality", "resume"}
         for name in data:
             if name not in known:
                 raise ConfigError(str(name), f"unknown key; expected one of {sorted(known)}")
@@ -401,9 +407,6 @@ class NightConfig:
             if kind not in ("bias", "dark", "flat"):
                 raise ConfigError(f"min_frames.{kind}", "expected bias, dark or flat")
             min_frames[kind] = parse_int(count, key=f"min_frames.{kind}", minimum=0)
-        stack = data.get("stack_lights", False)
-        if not isinstance(stack, bool):
-            raise ConfigError("stack_lights", f"expected true or false, got {stack!r}")
         return cls(
             filelist=resolve(source_in["filelist"], "input.filelist")
             if "filelist" in source_in else None,
@@ -414,12 +417,18 @@ class NightConfig:
                                                     base=base),
             combine=CombineByKind(**combine),
             min_frames=MinFrames(**min_frames),
-            stack_lights=stack,
+            stack_lights=data.get("stack_lights", False),
+            keep_cube=data.get("keep_cube", False),
             quality=QualityConfig.from_dict(_mapping(data.get("quality"), "quality"), base=base),
             resume=parse_enum(ResumeMode, data.get("resume", "metadata"), key="resume"),
             cluster=ClusterConfig.from_dict(_mapping(data.get("cluster"), "cluster"), base=base),
             source=source,
         )
+
+    @property
+    def writes_cube(self) -> bool:
+        """Whether the calibrated lights go into ``work.zarr`` too (stacks read them there)."""
+        return self.stack_lights or self.keep_cube
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for the report and the provenance hash."""
@@ -444,6 +453,7 @@ class NightConfig:
             "combine": {k: v.to_dict() for k, v in self.combine.items()},
             "min_frames": dict(self.min_frames.items()),
             "stack_lights": self.stack_lights,
+            "keep_cube": self.keep_cube,
             "quality": self.quality.to_dict(),
             "resume": self.resume.value,
             "cluster": self.cluster.to_dict(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ccdflow.errors import WorkerMemoryError
-from ccdflow.night.config import NightConfig
+from ccdflow.night.config import NightConfig, ResumeMode
 from ccdflow.night.memory import light_bytes
 from ccdflow.night.plan import Plan
 from ccdflow.night.records import RecordTable
@@ -37,9 +37,12 @@ def frame_jobs(plan: Plan, store: Store, table: RecordTable, config: NightConfig
     """The lights to calibrate; the reused and the impossible ones go straight into the report.
 
     A frame is reused when its record has the plan's resume key and `reuse_problem` finds its
-    product and cube slices as recorded; otherwise its record is dropped and it is redone.
+    product (and, when the night stacks, its cube slices) as recorded; otherwise its record is
+    dropped and it is redone.
     """
-    _place_in_cubes(plan, store)
+    if config.writes_cube:  # a night that does not stack writes no cube
+        _place_in_cubes(plan, store)
+    content = config.resume is ResumeMode.content
     keys = {**{m.name: m.key for m in plan.masters}, **{n: b.key for n, b in plan.bpms.items()}}
     cubes: dict = {}  # each cube's arrays, opened once for every frame's check
     jobs = []
@@ -48,7 +51,8 @@ def frame_jobs(plan: Plan, store: Store, table: RecordTable, config: NightConfig
         record = table.get(fp.cube, fp.output.stem)
         damage = None
         if not missing and record and record.get("key") == fp.key:
-            damage = reuse_problem(fp, record, store, cubes=cubes)
+            damage = reuse_problem(fp, record, store, cubes=cubes, stacking=config.writes_cube,
+                                   content=content)
             if damage is None:
                 report.frames[fp.frame.label] = FrameResult(
                     fp.frame.label, str(fp.output), FrameStatus.reused, 0.0, None,
@@ -66,7 +70,8 @@ def frame_jobs(plan: Plan, store: Store, table: RecordTable, config: NightConfig
             table.forget(fp.cube, fp.output.stem)
             quality = config.quality.lights if fp.frame.type == "light" else None
             used = {n: keys[n] for n in (fp.bias, fp.dark, fp.flat, fp.bpm) if n in keys}
-            jobs.append(FrameJob(fp, store, config.calibration.mask, quality, used))
+            jobs.append(FrameJob(fp, store, config.calibration.mask, quality, used,
+                                 write_cube=config.writes_cube))
             continue
         report.frames[fp.frame.label] = FrameResult(
             fp.frame.label, str(fp.output), FrameStatus.failed, error=error).report_entry()

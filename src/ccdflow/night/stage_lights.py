@@ -42,6 +42,8 @@ class FrameJob:
     quality: QualityParams | None = None  # the data-quality step (lights only)
     # master name -> resume key: masters are then read once per worker process, not per light
     master_keys: dict[str, str] = field(default_factory=dict)
+    # only a night that stacks reads the cube: otherwise the FITS product is all that is written
+    write_cube: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
     -------
     FrameResult
     """
-    plan, store = job.plan, job.store
+    plan = job.plan
     start = time.perf_counter()
     clock = _Stopwatch()
     try:
@@ -100,8 +102,7 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
             raise FrameError(plan.frame.path, "no pixel has a finite value after calibration",
                              hdu=plan.frame.hdu)
         clock.lap("calibrate")
-        cube = cube_handles(store, plan.cube, shape=image.shape, index=plan.index)
-        store.write_frame(plan.cube, plan.index, image, error, mask, arrays=cube)
+        slices = _write_slices(job, image, error, mask)
         clock.lap("zarr")
         header = calibrated_header(plan.frame.fits_header(), params=plan.params, masters=masters,
                                    dark_scale=scale, flat_norm=norm, stats=stats,
@@ -112,12 +113,8 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         clock.lap("fits")
         seconds = time.perf_counter() - start
         stats = {**stats, "timings": clock.laps}
-        # as the cube holds them, so that a rerun can compare its slices with these
-        digests = {label: array_digest(np.asarray(array, dtype)) for label, array, dtype in
-                   (("image", image, np.float32), ("error", error, np.float32),
-                    ("mask", mask, np.uint8))}
         record = {"key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats,
-                  "output_stamp": file_stamp(plan.output), "digests": digests}
+                  "output_stamp": file_stamp(plan.output), **slices}
         return FrameResult(plan.frame.label, str(plan.output), FrameStatus.done, seconds, None,
                            stats, list(plan.notes) or None, record=record)
     except CcdflowError as err:
@@ -125,6 +122,25 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         return FrameResult(plan.frame.label, str(plan.output), FrameStatus.failed,
                            time.perf_counter() - start, f"{type(err).__name__}: {err}",
                            warnings=list(plan.notes) or None)
+
+
+def _write_slices(job: FrameJob, image: np.ndarray, error: np.ndarray,
+                  mask: np.ndarray) -> dict[str, dict]:
+    """Write the frame's cube slices when the night stacks; what its record says of them.
+
+    The values' digests (what ``resume: content`` compares) and the shard files' sizes and
+    modification times (what ``resume: metadata`` compares); nothing when no cube is written.
+    """
+    if not job.write_cube:
+        return {}
+    plan, store = job.plan, job.store
+    cube = cube_handles(store, plan.cube, shape=image.shape, index=plan.index)
+    store.write_frame(plan.cube, plan.index, image, error, mask, arrays=cube)
+    # as the cube holds them, so that a rerun can compare its slices with these
+    digests = {label: array_digest(np.asarray(array, dtype)) for label, array, dtype in
+               (("image", image, np.float32), ("error", error, np.float32),
+                ("mask", mask, np.uint8))}
+    return {"digests": digests, "slice_stamps": store.slice_stamps(cube, plan.index)}
 
 
 def _read_raw(plan: FramePlan):

@@ -6,6 +6,7 @@ that a rerun would mistake for finished work.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,30 @@ class Store:
             # encoding) are removed and the frame is written whole
             shutil.rmtree(self.path / "cubes" / cube / label / "c" / str(index), ignore_errors=True)
             group[label][index] = values
+
+    def slice_stamps(self, arrays: dict[str, zarr.Array], index: int) -> dict[str, list[int]]:
+        """Size and modification time (ns) of the files holding one frame's slices of a cube.
+
+        ``arrays``: the cube's (`cube_arrays`). A slice never written has no file: ``[-1, -1]``.
+        What a rerun compares (`ccdflow.night.verify`) before trusting a slice unread.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> store = Store(tempfile.mkdtemp() + "/work.zarr")
+        >>> _ = store.ensure_cube("lights_V", stems=["a"], shape=(2, 2), rows=2)
+        >>> store.slice_stamps(store.cube_arrays("lights_V"), 0)["image"]
+        [-1, -1]
+        """
+        stamps = {}
+        for label, array in arrays.items():
+            key = array.metadata.chunk_key_encoding.encode_chunk_key((index, 0, 0))
+            try:
+                status = os.stat(self.path / array.path / key)
+                stamps[label] = [status.st_size, status.st_mtime_ns]
+            except OSError:
+                stamps[label] = [-1, -1]
+        return stamps
 
     def cube_arrays(self, cube: str) -> dict[str, zarr.Array]:
         """The arrays of a cube, for reading."""

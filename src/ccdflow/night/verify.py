@@ -43,7 +43,7 @@ def array_digest(array: np.ndarray) -> str:
 
 
 def file_stamp(path: str | os.PathLike) -> dict[str, int | str]:
-    """A product's size and SHA-1, recorded when it is written.
+    """A product's size, modification time (ns) and SHA-1, recorded when it is written.
 
     Examples
     --------
@@ -53,10 +53,12 @@ def file_stamp(path: str | os.PathLike) -> dict[str, int | str]:
     >>> file_stamp(path)["size"]
     2880
     """
-    return {"size": os.stat(path).st_size, "sha1": file_sha1(path)}
+    status = os.stat(path)
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha1": file_sha1(path)}
 
 
-def file_problem(path: str | os.PathLike, stamp: dict | None) -> str | None:
+def file_problem(path: str | os.PathLike, stamp: dict | None, *,
+                 content: bool = True) -> str | None:
     """Why a product cannot be reused (missing, other size, other checksum), or None if intact.
 
     Parameters
@@ -65,6 +67,10 @@ def file_problem(path: str | os.PathLike, stamp: dict | None) -> str | None:
         The product.
     stamp : dict or None
         Its `file_stamp` when written; None (an entry from before stamps existed) is not trusted.
+    content : bool
+        Compare the SHA-1 always. Otherwise (``resume: metadata``) a file with the size and
+        modification time it had when written is trusted without reading it, as ``make`` and
+        ``rsync`` trust them; one whose time changed is still compared by SHA-1.
 
     Examples
     --------
@@ -79,13 +85,15 @@ def file_problem(path: str | os.PathLike, stamp: dict | None) -> str | None:
     'size 100 bytes, 2880 when written'
     """
     try:
-        size = os.stat(path).st_size
+        status = os.stat(path)
     except OSError:
         return "missing"
     if not stamp:
         return "no size and checksum recorded"
-    if size != stamp.get("size"):
-        return f"size {size} bytes, {stamp.get('size')} when written"
+    if status.st_size != stamp.get("size"):
+        return f"size {status.st_size} bytes, {stamp.get('size')} when written"
+    if not content and status.st_mtime_ns == stamp.get("mtime_ns"):
+        return None
     if file_sha1(path) != stamp.get("sha1"):
         return "content changed since written (SHA-1 differs)"
     return None
@@ -149,11 +157,14 @@ def _readable(meta: Path) -> bool:
     return isinstance(content, dict) and content.get("node_type") in ("group", "array")
 
 
-def reuse_problem(frame_plan, record: dict, store, *, cubes: dict | None = None) -> str | None:
+def reuse_problem(frame_plan, record: dict, store, *, cubes: dict | None = None,
+                  stacking: bool = True, content: bool = True) -> str | None:
     """Why a calibrated frame recorded as finished cannot be reused, or None if it can.
 
-    Its FITS product must have the size and SHA-1 recorded with it, and its cube slices the
-    recorded digests.
+    Its FITS product must have the size and SHA-1 recorded with it and, when the night stacks,
+    its cube slices the recorded digests (a frame calibrated while the night did not stack has no
+    slices: it is redone). With ``content`` false, files whose size and modification time are
+    those recorded are trusted without reading them (`file_problem`).
 
     Parameters
     ----------
@@ -166,32 +177,47 @@ def reuse_problem(frame_plan, record: dict, store, *, cubes: dict | None = None)
     cubes : dict, optional
         Cube name -> its arrays (or None where unreadable), filled as cubes are first opened: one
         shared dict opens each cube once for all the frames checked with it.
+    stacking : bool
+        Whether the night stacks (and so needs the frame's cube slices).
+    content : bool
+        Compare every checksum (``resume: content``), not only sizes and modification times.
 
     Returns
     -------
     str or None
     """
-    problem = file_problem(frame_plan.output, record.get("output_stamp"))
+    problem = file_problem(frame_plan.output, record.get("output_stamp"), content=content)
     if problem:
         return f"output {problem}"
-    if not _slices_intact(frame_plan, record.get("digests"), store, {} if cubes is None else cubes):
+    if not stacking:
+        return None
+    if not record.get("digests"):
+        return f"it has no slice in cube {frame_plan.cube} (calibrated when the night did not stack)"
+    if not _slices_intact(frame_plan, record, store, {} if cubes is None else cubes,
+                          content=content):
         return f"its slice of cube {frame_plan.cube} in {store.path.name} is damaged"
     return None
 
 
-def _slices_intact(frame_plan, digests: dict | None, store, cubes: dict) -> bool:
-    """Whether a frame's cube slices still hold the values recorded when they were written."""
-    if not digests:
-        return False
+def _slices_intact(frame_plan, record: dict, store, cubes: dict, *, content: bool) -> bool:
+    """Whether a frame's cube slices still hold the values recorded when they were written.
+
+    Without ``content``, slices whose shard files have the sizes and modification times recorded
+    are trusted; otherwise (or when those differ) their values' digests are compared.
+    """
     if frame_plan.cube not in cubes:
         try:
             cubes[frame_plan.cube] = store.cube_arrays(frame_plan.cube)
         except STORE_ERRORS:  # zarr's GroupNotFoundError is an OSError and a ValueError
             cubes[frame_plan.cube] = None
     arrays = cubes[frame_plan.cube]
+    if arrays is None:
+        return False
+    stamps = record.get("slice_stamps")
+    if not content and stamps and store.slice_stamps(arrays, frame_plan.index) == stamps:
+        return True
     try:
-        return arrays is not None and all(
-            array_digest(arrays[label][frame_plan.index]) == digest
-            for label, digest in digests.items())
+        return all(array_digest(arrays[label][frame_plan.index]) == digest
+                   for label, digest in record["digests"].items())
     except STORE_ERRORS:
         return False
