@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -19,6 +20,7 @@ from astropy.stats import mad_std
 
 from ccdflow.cli import write_synthetic_night
 from ccdflow.errors import ConfigError
+from ccdflow.io.report_cache import CACHE_NAME, ProductSummaries
 from ccdflow.io.report_page import render_report_page, write_report_page, write_report_page_or_warn
 from ccdflow.night import load_config, reduce_night
 
@@ -169,7 +171,8 @@ def test_a_reused_night_and_a_big_master_stay_small(tmp_path):
 def test_without_matplotlib_the_page_is_skipped_with_a_warning(night, tmp_path, monkeypatch, caplog):
     output, _, _ = night
     copy = tmp_path / "copy"
-    shutil.copytree(output, copy, ignore=shutil.ignore_patterns("work.zarr", "report.html"))
+    shutil.copytree(output, copy, ignore=shutil.ignore_patterns("work.zarr", "report.html",
+                                                                "report.cache.json"))
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.setitem(sys.modules, name, None)  # as if the optional extra were not installed
     with caplog.at_level(logging.WARNING, logger="ccdflow.io.report_page"):
@@ -186,3 +189,43 @@ def test_a_night_without_matplotlib_still_completes(tmp_path, monkeypatch, caplo
     assert report.ok and (output / "report.json").exists()
     assert not (output / "report.html").exists()
     assert "report.html skipped" in caplog.text
+
+
+def test_the_page_reads_again_only_the_products_that_changed(night, tmp_path):
+    output, _, page = night
+    copy = tmp_path / "copy"
+    shutil.copytree(output, copy, ignore=shutil.ignore_patterns("work.zarr"))  # times kept
+    products = sorted(copy.glob("*/*.fits"))
+    originals = {path: path.read_bytes() for path in products}
+    for path in products:  # unreadable now, but with the size and time the cache knows
+        status = path.stat()
+        path.write_bytes(bytes(status.st_size))
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    body = lambda text: text[text.index("<main>"):]  # noqa: E731 (the title names the folder)
+    assert body(write_report_page(copy).read_text()) == body(page)  # no product was read
+    for path, content in originals.items():
+        path.write_bytes(content)
+    # a light written again (other pixels, same size): read again, its numbers follow it
+    light = next(p for p in products if p.parent.name == "lights")
+    with fits.open(light) as hdus:
+        hdus[0].data = hdus[0].data + 1000.0
+        hdus.writeto(light, overwrite=True)
+    summaries = ProductSummaries(copy)
+    median = summaries.get(light, max_side=64)["median"]
+    assert summaries.read == 1
+    with fits.open(light) as hdus:
+        assert median == pytest.approx(float(np.nanmedian(hdus[0].data)))
+    assert f"{median:.5g}" in _row(write_report_page(copy).read_text(), light.name)
+
+
+def test_an_unreadable_cache_is_rebuilt(night, tmp_path):
+    output, _, page = night
+    copy = tmp_path / "copy"
+    shutil.copytree(output, copy, ignore=shutil.ignore_patterns("work.zarr"))
+    (copy / CACHE_NAME).write_text("{not json")
+    summaries = ProductSummaries(copy)
+    light = next(copy.glob("lights/*.fits"))
+    assert summaries.get(light, max_side=64)["picture"].startswith("data:image/png;base64,")
+    assert summaries.read == 1
+    write_report_page(copy)
+    assert json.loads((copy / CACHE_NAME).read_text())["format"] == 1

@@ -1,8 +1,9 @@
 """``report.html``: a self-contained page of a reduced night, built from its output folder alone.
 
 The page reads ``report.json`` and the FITS products (masters, calibrated lights, stacks), so it can be
-rebuilt at any time (``ccdflow report OUTPUT``). Pictures are inlined as base64 PNG: the page needs no
-network and no other file. matplotlib draws the pictures.
+rebuilt at any time (``ccdflow report OUTPUT``); what it shows of each product is kept in
+``report.cache.json`` while the product is unchanged (`ccdflow.io.report_cache`). Pictures are
+inlined as base64 PNG: the page needs no network and no other file. matplotlib draws them.
 """
 
 from __future__ import annotations
@@ -11,17 +12,13 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from astropy.io import fits
-
 from ccdflow.errors import CcdflowError, ConfigError
 from ccdflow.io.filelist import read_filelist
-from ccdflow.io.pictures import ImageStats, image_stats, png_data_uri
+from ccdflow.io.report_cache import ProductSummaries
 from ccdflow.io.report_style import PAGE_CSS
 from ccdflow.io.write import atomic_path
 
@@ -31,31 +28,6 @@ logger = logging.getLogger(__name__)
 
 # "finished by an earlier run"; "skipped" is how report.json files of earlier versions said it
 _REUSED = ("reused", "skipped")
-
-
-@dataclass(frozen=True)
-class _Product:
-    """Pixels and numbers of one FITS product, read for the page."""
-
-    image: np.ndarray
-    stats: ImageStats
-    header: fits.Header
-    count: np.ndarray | None = None  # NCOMBINE map of a master
-    error_median: float = math.nan
-    flagged: float | None = None  # fraction of pixels with a MASK flag
-
-
-def _read_product(path: Path) -> _Product:
-    with fits.open(path, memmap=False) as hdus:
-        image = np.asarray(hdus[0].data, dtype=np.float32)
-        names = {hdu.name for hdu in hdus}
-        count = np.asarray(hdus["NCOMBINE"].data) if "NCOMBINE" in names else None
-        error = (float(np.nanmedian(hdus["ERROR"].data))
-                 if "ERROR" in names and np.isfinite(hdus["ERROR"].data).any() else math.nan)
-        flagged = float(np.count_nonzero(hdus["MASK"].data)) / hdus["MASK"].data.size \
-            if "MASK" in names else None
-        return _Product(image=image, stats=image_stats(image), header=hdus[0].header.copy(),
-                        count=count, error_median=error, flagged=flagged)
 
 
 def _local(output_dir: Path, recorded: str | None) -> Path | None:
@@ -127,7 +99,8 @@ def _timings(report: dict) -> str:
     return f"<section><h2>Time per stage</h2><table class=timings>{rows}</table></section>"
 
 
-def _master_card(output_dir: Path, name: str, entry: dict, *, max_side: int) -> str:
+def _master_card(output_dir: Path, name: str, entry: dict, *, max_side: int,
+                 summaries: ProductSummaries) -> str:
     path = _local(output_dir, entry.get("output")) or _local(output_dir, f"masters/{name}.fits")
     numbers = [("status", _status(str(entry.get("status", "?")))),
                ("frames", _number(len(entry.get("inputs") or []) or None, "d")),
@@ -135,17 +108,15 @@ def _master_card(output_dir: Path, name: str, entry: dict, *, max_side: int) -> 
                ("time", _number(entry.get("seconds"), ".2f") + " s")]
     pictures = ""
     if path is not None:
-        product = _read_product(path)
-        numbers[2:2] = [("median", _number(product.stats.median, ".5g")),
-                        ("robust std", _number(product.stats.std, ".4g")),
-                        ("median error", _number(product.error_median, ".3g"))]
-        pictures = _img(png_data_uri(product.image, max_side=max_side), f"master {name}", "pic")
-        if product.count is not None:
-            low, high = int(product.count.min()), int(product.count.max())
+        product = summaries.get(path, max_side=max_side)
+        numbers[2:2] = [("median", _number(product["median"], ".5g")),
+                        ("robust std", _number(product["std"], ".4g")),
+                        ("median error", _number(product["error_median"], ".3g"))]
+        pictures = _img(product["picture"], f"master {name}", "pic")
+        if product["count_range"] is not None:
+            low, high = product["count_range"]
             numbers.append(("frames kept per pixel", f"{low}&ndash;{high}"))
-            pictures += _img(png_data_uri(product.count, max_side=max_side, cmap="viridis",
-                                          limits=(min(low, high - 1), high)),
-                             f"master {name} count map", "pic")
+            pictures += _img(product["count_picture"], f"master {name} count map", "pic")
     if entry.get("error"):
         numbers.append(("error", f'<span class="reason">{escape(str(entry["error"]))}</span>'))
     table = "".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in numbers)
@@ -155,13 +126,13 @@ def _master_card(output_dir: Path, name: str, entry: dict, *, max_side: int) -> 
             f"{caption}<table class=kv>{table}</table></div>")
 
 
-def _masters(output_dir: Path, report: dict, *, max_side: int) -> str:
+def _masters(output_dir: Path, report: dict, *, max_side: int, summaries: ProductSummaries) -> str:
     entries = dict(report.get("masters") or {})
     for path in sorted((output_dir / "masters").glob("*.fits")):  # products the report does not list
         entries.setdefault(path.stem, {"status": "built", "output": str(path)})
     if not entries:
         return ""
-    cards = "".join(_master_card(output_dir, name, entry, max_side=max_side)
+    cards = "".join(_master_card(output_dir, name, entry, max_side=max_side, summaries=summaries)
                     for name, entry in entries.items())
     return f'<section><h2>Masters</h2><div class="masters">{cards}</div></section>'
 
@@ -178,37 +149,37 @@ def _input_order(report: dict, paths: list[str]) -> list[str]:
     return sorted(paths, key=lambda p: (rank.get(p, len(rank)), p))
 
 
-def _light_row(output_dir: Path, number: int, raw: str, entry: dict, *, max_side: int) -> str:
+def _light_row(output_dir: Path, number: int, raw: str, entry: dict, *, max_side: int,
+               summaries: ProductSummaries) -> str:
     path = _local(output_dir, entry.get("output"))
-    product = _read_product(path) if path is not None else None
+    product = summaries.get(path, max_side=max_side) if path is not None else {}
     timings = (entry.get("stats") or {}).get("timings") or {}
     steps = "<br>".join(f"{escape(str(k))} {_number(v, '.2f')}" for k, v in timings.items())
-    header = product.header if product else {}
     cells = [
         str(number),
-        _img(png_data_uri(product.image, max_side=max_side), Path(raw).name, "thumb")
-        if product else "",
+        _img(product["picture"], Path(raw).name, "thumb") if product else "",
         f"<b>{escape(Path(raw).name)}</b><div class=path>{escape(raw)}</div>"
         + (f'<div class="reason">{escape(str(entry["error"]))}</div>' if entry.get("error") else ""),
-        escape(str(header.get("FILTER", ""))),
+        escape(product.get("filter", "")),
         _status(str(entry.get("status", "?"))),
-        _number(header.get("EXPTIME"), ".4g"),
-        _number(product.stats.median if product else None, ".5g"),
-        _number(product.stats.std if product else None, ".4g"),
-        _number(product.flagged if product else None, ".3%"),
+        _number(product.get("exptime"), ".4g"),
+        _number(product.get("median"), ".5g"),
+        _number(product.get("std"), ".4g"),
+        _number(product.get("flagged"), ".3%"),
         _number(entry.get("seconds"), ".2f") + (f"<div class=steps>{steps}</div>" if steps else ""),
     ]
     css = ' class="failed"' if entry.get("status") == "failed" else ""
     return f"<tr{css}>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
 
 
-def _lights(output_dir: Path, report: dict, *, max_side: int) -> str:
+def _lights(output_dir: Path, report: dict, *, max_side: int, summaries: ProductSummaries) -> str:
     frames = report.get("frames") or {}
     if not frames:
         return "<section><h2>Lights</h2><p>No frame was calibrated.</p></section>"
     heads = ("#", "picture", "frame", "filter", "status", "exposure [s]", "sky (median)",
              "noise (robust std)", "flagged", "time [s]")
-    rows = "".join(_light_row(output_dir, i + 1, raw, frames[raw], max_side=max_side)
+    rows = "".join(_light_row(output_dir, i + 1, raw, frames[raw], max_side=max_side,
+                              summaries=summaries)
                    for i, raw in enumerate(_input_order(report, list(frames))))
     return (f"<section><h2>Lights ({len(frames)})</h2><table class=lights><thead><tr>"
             + "".join(f"<th>{h}</th>" for h in heads) + f"</tr></thead><tbody>{rows}</tbody></table>"
@@ -216,16 +187,16 @@ def _lights(output_dir: Path, report: dict, *, max_side: int) -> str:
             "(ADU); flagged is the fraction of pixels with a MASK bit set.</p></section>")
 
 
-def _stacks(output_dir: Path, report: dict, *, max_side: int) -> str:
+def _stacks(output_dir: Path, report: dict, *, max_side: int, summaries: ProductSummaries) -> str:
     cards = []
     for name, entry in (report.get("stacks") or {}).items():
         path = _local(output_dir, entry.get("output"))
         picture, numbers = "", _status(str(entry.get("status", "?")))
         if path is not None:
-            product = _read_product(path)
-            picture = _img(png_data_uri(product.image, max_side=max_side), f"stack {name}", "pic")
-            numbers += (f" median {_number(product.stats.median, '.5g')}, robust std "
-                        f"{_number(product.stats.std, '.4g')}")
+            product = summaries.get(path, max_side=max_side)
+            picture = _img(product["picture"], f"stack {name}", "pic")
+            numbers += (f" median {_number(product['median'], '.5g')}, robust std "
+                        f"{_number(product['std'], '.4g')}")
         cards.append(f'<div class="master"><h3>{escape(name)}</h3><div class="pics">{picture}</div>'
                      f"<p>{numbers}; {len(entry.get('inputs') or [])} frames</p></div>")
     return f'<section><h2>Stacks</h2><div class="masters">{"".join(cards)}</div></section>' if cards else ""
@@ -233,7 +204,10 @@ def _stacks(output_dir: Path, report: dict, *, max_side: int) -> str:
 
 def render_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> str:
     """The HTML text of the night's page (see `write_report_page`)."""
-    output_dir = Path(output_dir)
+    return _render(Path(output_dir), max_side=max_side, summaries=ProductSummaries(Path(output_dir)))
+
+
+def _render(output_dir: Path, *, max_side: int, summaries: ProductSummaries) -> str:
     try:
         report = json.loads((output_dir / "report.json").read_text())
     except OSError as err:
@@ -246,9 +220,9 @@ def render_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) ->
             f"{escape(str(report.get('started', '?')))} &middot; "
             f"ccdflow {escape(str(report.get('version', '?')))}")
     body = "".join([_failures(report), _summary(report), _timings(report),
-                    _masters(output_dir, report, max_side=max_side),
-                    _lights(output_dir, report, max_side=thumb),
-                    _stacks(output_dir, report, max_side=max_side)])
+                    _masters(output_dir, report, max_side=max_side, summaries=summaries),
+                    _lights(output_dir, report, max_side=thumb, summaries=summaries),
+                    _stacks(output_dir, report, max_side=max_side, summaries=summaries)])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{PAGE_CSS}</style></head>"
@@ -290,10 +264,12 @@ def write_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> 
     >>> write_report_page("reduced/")  # doctest: +SKIP
     PosixPath('reduced/report.html')
     """
-    text = render_report_page(output_dir, max_side=max_side)
+    summaries = ProductSummaries(Path(output_dir))
+    text = _render(Path(output_dir), max_side=max_side, summaries=summaries)
     path = Path(output_dir) / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    summaries.save()
     return path
 
 

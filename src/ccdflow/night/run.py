@@ -80,6 +80,10 @@ def _save_header_cache(config: NightConfig, plan: Plan) -> None:
         logger.warning("%s: header cache not written (%s)", config.output, err)
 
 
+#: The night's report files in its output folder.
+REPORT_FILES = ("report.json", "report.html", "report.cache.json")
+
+
 def _guard(plan: Plan, config: NightConfig) -> None:
     """Refuse, before any work, a night whose products would land on its inputs or outside its tree."""
     check_output_tree(config.output, PRODUCT_FOLDERS)
@@ -91,7 +95,7 @@ def _guard(plan: Plan, config: NightConfig) -> None:
                *(fp.output for fp in plan.frames),
                *(config.output / "stacks" / f"{stack_name(fp)}.fits" for fp in plan.frames
                  if config.stack_lights and fp.frame.type == "light"),
-               *(config.output / name for name in ("report.json", "report.html"))]
+               *(config.output / name for name in REPORT_FILES)]
     guard_inputs(outputs, inputs=inputs)
 
 

@@ -1,0 +1,117 @@
+"""What ``report.html`` shows of each FITS product, kept while the product is unchanged.
+
+Reading a product, its robust statistics and its picture cost tens of milliseconds; a night of a
+thousand lights would spend most of a rerun redrawing pictures of files it did not touch. The page
+keeps them in ``report.cache.json`` beside ``report.json``, each under the product's path, size
+and modification time (ns): a product written again, or replaced, is read again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from ccdflow.io.pictures import image_stats, png_data_uri
+from ccdflow.io.write import atomic_path
+
+__all__ = ["CACHE_NAME", "ProductSummaries", "summarize_product"]
+
+logger = logging.getLogger(__name__)
+
+#: The page's cache, in the night's output folder.
+CACHE_NAME = "report.cache.json"
+_FORMAT = 1
+
+
+def summarize_product(path: Path, *, max_side: int) -> dict[str, Any]:
+    """What the page shows of a product: its picture, statistics and a few header cards.
+
+    Returns
+    -------
+    dict
+        ``picture`` (PNG ``data:`` URI), ``median``, ``std`` (1.4826 x MAD of the finite pixels),
+        ``error_median`` (of its ``ERROR`` extension, NaN without), ``flagged`` (fraction of
+        pixels with a ``MASK`` bit, None without), ``count_picture`` and ``count_range`` (of a
+        master's ``NCOMBINE`` map, None without), ``filter`` and ``exptime`` (header cards).
+    """
+    with fits.open(path, memmap=False) as hdus:
+        image = np.asarray(hdus[0].data, dtype=np.float32)
+        names = {hdu.name for hdu in hdus}
+        stats = image_stats(image)
+        out: dict[str, Any] = {
+            "picture": png_data_uri(image, max_side=max_side), "median": stats.median,
+            "std": stats.std, "error_median": math.nan, "flagged": None, "count_picture": None,
+            "count_range": None, "filter": str(hdus[0].header.get("FILTER", "")),
+            "exptime": hdus[0].header.get("EXPTIME")}
+        if "ERROR" in names and np.isfinite(hdus["ERROR"].data).any():
+            out["error_median"] = float(np.nanmedian(hdus["ERROR"].data))
+        if "MASK" in names:
+            out["flagged"] = float(np.count_nonzero(hdus["MASK"].data)) / hdus["MASK"].data.size
+        if "NCOMBINE" in names:
+            count = np.asarray(hdus["NCOMBINE"].data)
+            low, high = int(count.min()), int(count.max())
+            out["count_range"] = [low, high]
+            out["count_picture"] = png_data_uri(count, max_side=max_side, cmap="viridis",
+                                                limits=(min(low, high - 1), high))
+    if not isinstance(out["exptime"], int | float):
+        out["exptime"] = None
+    return out
+
+
+class ProductSummaries:
+    """`summarize_product` of each product of a night's output folder, cached on disk.
+
+    Parameters
+    ----------
+    output_dir : Path
+        The night's output folder (the cache is ``output_dir / CACHE_NAME``).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> fits.PrimaryHDU(np.arange(16.0).reshape(4, 4)).writeto(folder / "a.fits")
+    >>> summaries = ProductSummaries(folder)
+    >>> summaries.get(folder / "a.fits", max_side=4)["median"], summaries.read
+    (7.5, 1)
+    >>> summaries.save(); again = ProductSummaries(folder)
+    >>> again.get(folder / "a.fits", max_side=4)["median"], again.read
+    (7.5, 0)
+    """
+
+    def __init__(self, output_dir: Path):
+        self.path = Path(output_dir) / CACHE_NAME
+        self.read = 0  # products read (not found unchanged in the cache)
+        self._used: dict[str, dict] = {}
+        try:
+            cache = json.loads(self.path.read_text())
+            self._kept = cache["products"] if cache.get("format") == _FORMAT else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self._kept = {}  # none yet, or unreadable: every product is read
+
+    def get(self, path: Path, *, max_side: int) -> dict[str, Any]:
+        """The product's summary: from the cache if its size and time are unchanged, else read."""
+        status = os.stat(path)
+        key = f"{path.parent.name}/{path.name}@{max_side}"
+        stamp = [status.st_size, status.st_mtime_ns]
+        entry = self._kept.get(key)
+        if not (isinstance(entry, dict) and entry.get("stamp") == stamp):
+            entry = {"stamp": stamp, "summary": summarize_product(path, max_side=max_side)}
+            self.read += 1
+        self._used[key] = entry
+        return entry["summary"]
+
+    def save(self) -> None:
+        """Write the entries used by this page (the others belonged to products now gone)."""
+        try:
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(json.dumps({"format": _FORMAT, "products": self._used}))
+        except OSError as err:  # only a speed-up of the next page
+            logger.warning("%s not written: %s", self.path, err)
