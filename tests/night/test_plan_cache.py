@@ -51,6 +51,21 @@ def test_rerun_uses_cache_for_unchanged_files_and_rereads_changed_ones(tmp_path)
     assert _exptimes(config)["l1.fits"] == 99.0
 
 
+def test_an_unchanged_night_leaves_the_cache_unwritten_and_a_new_frame_rewrites_it(tmp_path):
+    config = _night(tmp_path)
+    plan_night(config)
+    cache = config.output / CACHE_NAME
+    inode, mtime = cache.stat().st_ino, cache.stat().st_mtime_ns
+    plan_night(config)
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == (inode, mtime)  # not rewritten
+    _write(tmp_path / "raw" / "l9.fits", exptime=5.0, obj="new")
+    with open(config.filelist, "a") as f:
+        f.write("light, raw/l9.fits\n")
+    assert _exptimes(config)["l9.fits"] == 5.0
+    assert cache.stat().st_ino != inode  # rewritten (atomically) with the new frame
+    assert _exptimes(config)["l9.fits"] == 5.0
+
+
 def test_damaged_cache_is_ignored_and_rewritten(tmp_path):
     config = _night(tmp_path)
     expected = _exptimes(config)

@@ -81,8 +81,12 @@ def load_header_cache(output: str | Path) -> dict[tuple, FrameInfo]:
         return {}
 
 
-def save_header_cache(output: str | Path, described: Iterable[tuple[FrameInfo, int]]) -> None:
+def save_header_cache(output: str | Path, described: Iterable[tuple[FrameInfo, int]], *,
+                      known: dict[tuple, FrameInfo] | None = None) -> None:
     """Keep the readable described frames in ``<output>/.ccdflow-headers.json`` (atomically).
+
+    Nothing is written when they are exactly the ``known`` ones (`load_header_cache`): a rerun
+    of an unchanged night leaves the cache as it is.
 
     Parameters
     ----------
@@ -91,6 +95,8 @@ def save_header_cache(output: str | Path, described: Iterable[tuple[FrameInfo, i
     described : iterable of (FrameInfo, int)
         Each described frame with the HDU it was listed with; frames with an error are left out,
         so that they are read again next time.
+    known : dict, optional
+        What the cache held when the plan started.
 
     Examples
     --------
@@ -104,9 +110,13 @@ def save_header_cache(output: str | Path, described: Iterable[tuple[FrameInfo, i
     >>> load_header_cache(folder)[(("/raw/b.fits", 5760, 1), "bias", 0)] == frame
     True
     """
-    frames = [_entry(frame, hdu) for frame, hdu in described
-              # frames read through a detector are described again (one file, several entries)
-              if frame.error is None and frame.identity and not frame.detector]
+    kept = [(frame, hdu) for frame, hdu in described
+            # frames read through a detector are described again (one file, several entries)
+            if frame.error is None and frame.identity and not frame.detector]
+    keys = {(frame.identity, frame.type, hdu) for frame, hdu in kept}
+    if known is not None and len(keys) == len(kept) and keys == set(known):
+        return
+    frames = [_entry(frame, hdu) for frame, hdu in kept]
     text = json.dumps({"format": _FORMAT, "version": __version__, "frames": frames})
     with atomic_path(Path(output) / CACHE_NAME) as tmp:
         tmp.write_text(text)

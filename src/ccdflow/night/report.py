@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -89,12 +89,14 @@ class NightReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (the content of ``report.json``)."""
-        return {**asdict(self), "ok": self.ok, "failures": self.failures}
+        # plain containers already: no deep copy (a night of thousands of frames writes it often)
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "ok": self.ok,
+                "failures": self.failures}
 
     def write(self, path: str | Path) -> Path:
         """Write ``report.json`` atomically."""
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+            tmp.write_text(_dumps(self.to_dict()))
         return Path(path)
 
     def summary(self) -> str:
@@ -120,3 +122,34 @@ class NightReport:
         lines.append(f"frames: {self.count('done')} done, {self.count('reused')} reused, "
                      f"{self.count('failed')} failed; {stages}")
         return "\n".join(lines)
+
+
+def _dumps(report: dict[str, Any]) -> str:
+    """JSON with a line per top-level key, and per frame, master or stack.
+
+    Each line is encoded by the json module's C encoder (an indented dump uses its pure-Python one,
+    seconds for a night of thousands of frames, and the report is written after every stage).
+
+    Examples
+    --------
+    >>> text = _dumps({"ok": True, "frames": {"a.fits": {"status": "done"}, "b.fits": {}}})
+    >>> print(text, end="")
+    {
+    "ok": true,
+    "frames": {
+      "a.fits": {"status": "done"},
+      "b.fits": {}
+    }
+    }
+    >>> json.loads(text)["frames"]["a.fits"]
+    {'status': 'done'}
+    """
+    encode = json.JSONEncoder(default=str).encode
+    lines = []
+    for key, value in report.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            entries = ",\n".join(f"  {encode(str(name))}: {encode(entry)}" for name, entry in value.items())
+            lines.append(f"{encode(key)}: {{\n{entries}\n}}")
+        else:
+            lines.append(f"{encode(key)}: {encode(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"

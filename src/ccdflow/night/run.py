@@ -57,15 +57,15 @@ def plan_night(config: NightConfig) -> Plan:
     listed = read_filelist(config.filelist) if config.filelist else scan_directory(config.directory)
     listed, repeated = drop_duplicates(listed)
     wanted = [f for f in listed if not f.ignored]
-    frames = describe_frames(wanted, content=config.resume == ResumeMode.content,
-                             known=load_header_cache(config.output))
+    known = load_header_cache(config.output)
+    frames = describe_frames(wanted, content=config.resume == ResumeMode.content, known=known)
     plan = make_plan(frames, config)
     # a file read through several CCDs gives several frames: pair each with its listed HDU
     listed_hdu = {(e.path, e.type): e.hdu for e in wanted}
     plan.described = [(frame, listed_hdu.get((frame.path, frame.type), frame.hdu))
                       for frame in frames]
     if config.output.is_dir():  # a plan alone (validate, plan) never creates the output folder
-        _save_header_cache(config, plan)
+        _save_header_cache(config, plan, known=known)
     plan.ignored.update({str(f.path): f.ignored for f in listed if f.ignored})
     plan.warnings[:0] = [*repeated, *(f"{path}: ignored: {why}" for path, why in plan.ignored.items())]
     plan.warnings.extend(note for notes in plan.notes.values() for note in notes)
@@ -73,9 +73,10 @@ def plan_night(config: NightConfig) -> Plan:
     return plan
 
 
-def _save_header_cache(config: NightConfig, plan: Plan) -> None:
+def _save_header_cache(config: NightConfig, plan: Plan, *,
+                       known: dict | None = None) -> None:
     try:
-        save_header_cache(config.output, plan.described)
+        save_header_cache(config.output, plan.described, known=known)
     except OSError as err:  # only a speed-up: a read-only output is reported by the run itself
         logger.warning("%s: header cache not written (%s)", config.output, err)
 
