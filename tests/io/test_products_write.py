@@ -1,0 +1,39 @@
+"""Writing a calibrated light: values exact, the caller's arrays untouched, no frame-sized copy."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+from astropy.io import fits
+
+from ccdflow.io.products import write_calibrated
+
+
+def test_a_light_is_written_exactly_without_a_big_endian_copy(tmp_path):
+    rng = np.random.default_rng(3)
+    image = rng.normal(100.0, 5.0, (512, 512)).astype(np.float32)
+    error = rng.uniform(1.0, 2.0, (512, 512)).astype(np.float32)
+    mask = (rng.random((512, 512)) < 0.01).astype(np.uint8)
+    before = image.copy(), error.copy()
+    header = fits.Header([("FILTER", "V"), ("EXPTIME", 30.0)])
+    write_calibrated(tmp_path / "warm.fits", image=image, error=error, header=header, mask=mask)
+    tracemalloc.start()
+    write_calibrated(tmp_path / "a.fits", image=image, error=error, header=header, mask=mask)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < image.nbytes / 4  # a converted copy of the image alone would be 1 MiB
+    np.testing.assert_array_equal(image, before[0])  # swapped for the write and back
+    np.testing.assert_array_equal(error, before[1])
+    with fits.open(tmp_path / "a.fits") as hdus:
+        np.testing.assert_array_equal(hdus[0].data, before[0])
+        np.testing.assert_array_equal(hdus["ERROR"].data, before[1])
+        np.testing.assert_array_equal(hdus["MASK"].data, mask)
+        assert hdus[0].header["FILTER"] == "V"
+
+
+def test_a_read_only_array_is_written_too(tmp_path):
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    image.flags.writeable = False
+    write_calibrated(tmp_path / "a.fits", image=image, error=image, header=fits.Header())
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "a.fits"), np.arange(12).reshape(3, 4))
