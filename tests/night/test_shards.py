@@ -7,7 +7,7 @@ import google_crc32c
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BytesCodec, ZstdCodec
 
 from ccdflow.night.shards import ShardLayout, read_band
 from ccdflow.night.store import Store
@@ -70,6 +70,7 @@ def _other(tmp_path: Path, **kwargs) -> zarr.Array:
     {"chunks": (1, 3, 12), "shards": (1, 12, 12), "compressors": [ZstdCodec()]},
     {"chunks": (1, 3, 6), "shards": (1, 12, 12)},  # inner chunks not full width
     {"chunks": (1, 3, 12), "shards": (3, 12, 12)},  # several frames a shard
+    {"chunks": (1, 3, 12), "shards": (1, 12, 12), "serializer": BytesCodec(endian="big")},
 ])
 def test_another_layout_is_left_to_zarr(tmp_path, kwargs):
     array = _other(tmp_path, **kwargs)

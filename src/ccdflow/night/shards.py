@@ -83,12 +83,10 @@ class ShardLayout:
             return None
         sharding = metadata.codecs[0]
         inner = sharding.codecs
-        little = array.dtype.itemsize == 1 or (array.dtype.byteorder in ("<", "=")
-                                               and np.little_endian)
-        if not (little and len(inner) == 2 and isinstance(inner[0], BytesCodec)
+        if not (len(inner) == 2 and _little(inner[0], array.dtype.itemsize)
                 and isinstance(inner[1], BloscCodec)
                 and sharding.index_location == ShardingCodecIndexLocation.end
-                and len(sharding.index_codecs) == 2
+                and len(sharding.index_codecs) == 2 and _little(sharding.index_codecs[0], 8)
                 and isinstance(sharding.index_codecs[1], Crc32cCodec)):
             return None
         _, height, width = array.shape
@@ -115,6 +113,14 @@ class ShardLayout:
         if google_crc32c.value(raw[:size]) != int.from_bytes(raw[size:], "little"):
             return None
         return np.frombuffer(raw, "<u8", count=2 * self.chunks).reshape(self.chunks, 2)
+
+
+def _little(codec, itemsize: int) -> bool:
+    """Whether ``codec`` lays values of ``itemsize`` bytes out as this machine reads them."""
+    if not isinstance(codec, BytesCodec):
+        return False
+    endian = getattr(codec.endian, "value", codec.endian)
+    return itemsize == 1 or (endian == "little" and np.little_endian)
 
 
 def read_band(array: zarr.Array, frames: list[int], rows: tuple[int, int], *,
