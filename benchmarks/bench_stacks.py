@@ -14,7 +14,12 @@ scratch and the report's stage times give the stacks/lights ratio.
 store, in today's sharded layout and in the earlier one (whole-frame chunks, read through a
 rechunk), and two stacks (mean, no clipping: the reads, not the kernel, are measured) are
 computed on the threaded scheduler (2 threads) in a fresh process each; its peak resident memory
-above the imports is reported.
+above the imports is reported. The sharded cube is stacked twice: read as the stacks read it
+(its shard files by hand) and with every band read through zarr's partial shard reads, the way
+before the hand reader.
+
+Only the stacks stage against the lights stage at a night's size (``--ratio-size 2048
+--ratio-frames 80 --frames``, no memory runs): see ``stacks_vs_lights``.
 """
 
 from __future__ import annotations
@@ -105,16 +110,32 @@ def stacks_memory(size: int, frames: int, workers: int, memory_limit: str, label
 
 
 def stacks_vs_lights(size: int, frames: int, workers: int, memory_limit: str, label: str) -> dict:
-    """Stage times of one night of one filter reduced from scratch: stacks / lights."""
+    """Stage times of one night of one filter reduced from scratch: stacks / lights.
+
+    The stacks are then built again alone (`restack`) on a fresh cluster, a second figure with
+    the machine's load of that moment.
+    """
     config = _config(make_night(size, frames, ("V",)), label)
     shutil.rmtree(config.parent / "reduced", ignore_errors=True)
     with _client(workers, memory_limit) as client:
         report = _reduce(config, client)
     lights, stacks = report.seconds["lights"], report.seconds["stacks"]
     result = {"size": size, "frames": frames, "lights_s": round(lights, 2),
-              "stacks_s": round(stacks, 2), "stacks_over_lights": round(stacks / lights, 3)}
+              "stacks_s": round(stacks, 2), "stacks_over_lights": round(stacks / lights, 3),
+              "restack_s": restack(config, workers, memory_limit)}
     print(result, flush=True)
     return result
+
+
+def restack(config: Path, workers: int, memory_limit: str) -> float:
+    """Seconds of the stacks stage of a reduced night rebuilt alone (its lights reused)."""
+    output = config.parent / "reduced"
+    shutil.rmtree(output / "stacks")
+    shutil.rmtree(output / "work.zarr" / "stacks", ignore_errors=True)
+    with _client(workers, memory_limit) as client:
+        report = _reduce(config, client)
+    assert {s["status"] for s in report.stacks.values()} == {"built"}, report.stacks
+    return round(report.seconds["stacks"], 2)
 
 
 def _direct_store(folder: Path, frames: int, size: int, sharded: bool):
@@ -142,8 +163,12 @@ def _direct_store(folder: Path, frames: int, size: int, sharded: bool):
     return store
 
 
-def direct(frames: int, size: int, sharded: bool) -> dict:
-    """Two stacks of ``frames`` frames from a store written here (run in a fresh process)."""
+def direct(frames: int, size: int, sharded: bool, zarr_reads: bool = False) -> dict:
+    """Two stacks of ``frames`` frames from a store written here (run in a fresh process).
+
+    ``zarr_reads``: the sharded cube read through zarr (the hand reader told that no layout is
+    its own), to compare both readers on the same tree.
+    """
     import tempfile
     from types import SimpleNamespace as NS
 
@@ -156,6 +181,13 @@ def direct(frames: int, size: int, sharded: bool) -> dict:
     from ccdflow.night.stage_stacks import combine_calibrated, compute_stacks
 
     params = CombineParams(method="mean", clip="none")
+    if zarr_reads:
+        import ccdflow.night.store
+
+        class _NoLayout:
+            of = staticmethod(lambda array: None)
+
+        ccdflow.night.store.ShardLayout = _NoLayout  # this process only: read_rows uses zarr
     with tempfile.TemporaryDirectory(dir=BENCH_DIR) as folder:
         store = _direct_store(Path(folder), frames, size, sharded)
         before = _vm_hwm_mb()
@@ -173,7 +205,7 @@ def direct(frames: int, size: int, sharded: bool) -> dict:
                 compute_stacks({cube: combine_calibrated(
                     [NS(cube=cube, index=i) for i in range(frames)], store, params)
                     for cube in ("lights_V", "lights_R")})
-        return {"frames": frames, "size": size, "sharded": sharded,
+        return {"frames": frames, "size": size, "sharded": sharded, "zarr_reads": zarr_reads,
                 "seconds": time.perf_counter() - start,
                 "stack_peak_above_setup_mb": round(_vm_hwm_mb() - before, 1)}
 
@@ -188,14 +220,21 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="2GB")
     parser.add_argument("--label", default="", help="a name for the record (before, after, ...)")
     parser.add_argument("--direct", type=int, nargs="*", default=[])
+    parser.add_argument("--restack", type=Path, default=None,
+                        help="only rebuild the stacks of the night reduced with this config")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.restack:
+        print({"restack_s": restack(args.restack, args.workers, args.memory_limit)})
+        return
     if args.direct:
         from _common import run_isolated
 
         results = [run_isolated(__file__, "direct", kwargs={"frames": n, "size": args.size,
-                                                              "sharded": sharded})
-                   for n in args.direct for sharded in (False, True)]
+                                                              "sharded": sharded,
+                                                              "zarr_reads": zarr_reads})
+                   for n in args.direct
+                   for sharded, zarr_reads in ((False, False), (True, True), (True, False))]
         write_record("stacks-direct", quick=False, params=vars(args), results=results,
                      started=started)
         return

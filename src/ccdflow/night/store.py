@@ -17,6 +17,7 @@ from zarr.codecs import BloscCodec
 
 from ccdflow.array.calibration import Master
 from ccdflow.errors import MissingCalibrationError
+from ccdflow.night.shards import ShardLayout, read_band
 from ccdflow.night.verify import STORE_ERRORS, array_digest
 
 __all__ = ["Store", "cube_rows"]
@@ -259,9 +260,14 @@ class Store:
         slot = 0
         for cube, indices in sources:
             image, mask = arrays[cube]["image"], arrays[cube]["mask"]
+            if ShardLayout.of(image) and ShardLayout.of(mask):
+                _read_flagged(image, mask, indices, rows, out=out[slot:slot + len(indices)])
+                slot += len(indices)
+                continue
             for start, stop in _runs(indices):
-                # a run of consecutive frames in one read (zarr fetches its chunks together),
-                # a basic slice: fancy indexing over many frames holds many times the band
+                # another layout (a cube written before shards): zarr reads a run of consecutive
+                # frames in one call, a basic slice (fancy indexing over many frames holds many
+                # times the band)
                 n = stop - start
                 out[slot:slot + n] = image[start:stop, r0:r1, :]
                 out[slot:slot + n][mask[start:stop, r0:r1, :] != 0] = np.nan
@@ -303,6 +309,25 @@ def _read_master(group: zarr.Group, attrs: dict[str, Any], *, store: str, name: 
 #: Bytes of one inner chunk of a cube's float32 arrays: small enough that a stack's row band of
 #: many frames is read with little waste, large enough that a frame's shard has few chunks.
 CUBE_CHUNK_BYTES = 64 * 2**10
+
+
+def _read_flagged(image: zarr.Array, mask: zarr.Array, indices: list[int], rows: tuple[int, int],
+                  *, out: np.ndarray) -> None:
+    """Frames' rows of a sharded cube into ``out``, flagged pixels NaN.
+
+    The images are decompressed straight into ``out`` and the masks a few frames at a time, so
+    the band costs little more than its float32 values.
+    """
+    read_band(image, indices, rows, out=out)
+    flags = np.empty((min(_MASK_FRAMES, len(indices)), *out.shape[1:]), np.uint8)
+    for k in range(0, len(indices), _MASK_FRAMES):
+        some = indices[k:k + _MASK_FRAMES]
+        read_band(mask, some, rows, out=flags[:len(some)])
+        out[k:k + len(some)][flags[:len(some)] != 0] = np.nan
+
+
+#: Frames whose masks are held at once while a band is read (each one band of uint8).
+_MASK_FRAMES = 16
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
