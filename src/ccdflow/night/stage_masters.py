@@ -304,7 +304,10 @@ def build_masters(plans: list[tuple[MasterPlan, int]], store: Store, config: Nig
         outcomes, lazies = {}, {}
         for name, build in builds.items():
             try:
-                lazies[name] = _lazy(build.plan, store, build.output, build.budget)
+                # a P2P rechunk (dask's choice under a client for big ones) cannot feed a
+                # delayed task: its barrier's futures are lost; these rechunks are small
+                with dask.config.set({"array.rechunk.method": "tasks"}):
+                    lazies[name] = _lazy(build.plan, store, build.output, build.budget)
             except CcdflowError as err:
                 outcomes[name] = err
         outcomes.update(_run(lazies, client) if lazies else {})
