@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -88,7 +89,10 @@ def _combine(plan: MasterPlan, store: Store, budget: int):
     for kind, labels in (("bias", ("data", "error")), ("dark", ("data",))):
         name = _need(plan, kind)
         for label in labels if name else ():
-            applied[kind, label] = da.from_zarr(store.master_arrays(name)[label], chunks=bands)
+            # a name of this graph's own: a cluster may still be releasing the same key of the
+            # previous level's graph, which would cancel this one's tasks ("lost dependencies")
+            applied[kind, label] = da.from_zarr(store.master_arrays(name)[label], chunks=bands,
+                                                name=f"{name}-{label}-{uuid.uuid4().hex}")
     bias, dark = applied.get(("bias", "data")), applied.get(("dark", "data"))
     if plan.kind == "bias":
         return master_bias(stack, geometry, params=plan.combine), None
