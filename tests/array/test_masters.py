@@ -7,12 +7,20 @@ import pytest
 
 from ccdflow import synthetic as syn
 from ccdflow.array.calibration import CalibrationParams, Master
-from ccdflow.array.masters import StackGeometry, corrected_stack, master_dark, master_flat
+from ccdflow.array.combination import CombineParams
+from ccdflow.array.masters import (
+    StackGeometry,
+    corrected_stack,
+    flat_levels,
+    master_dark,
+    master_flat,
+    overscan_levels,
+)
 from ccdflow.array.overscan import OverscanMethods
 from ccdflow.array.sections import Region
 from ccdflow.calibrator import Calibrator
 from ccdflow.io import open_frame, open_stack
-from conftest import raise_if_dask_computes
+from conftest import grouped_median, raise_if_dask_computes
 
 
 @pytest.fixture(scope="module", params=["columns", "rows"])
@@ -77,3 +85,41 @@ def test_saturated_raw_pixels_never_enter_a_master():
     assert count[3, 4] == 3 and count[7, 2] == 0 and np.isnan(data[7, 2])
     others = raw[[0, 2, 3], 3, 4] / np.median(raw[[0, 2, 3]], axis=(1, 2))
     assert data[3, 4] == pytest.approx(np.median(others), rel=1e-3)
+
+
+@pytest.mark.parametrize("method", ["median", "median_per_line"])
+def test_overscan_levels_of_all_frames_come_from_one_task(method):
+    rng = np.random.default_rng(3)
+    raw = rng.integers(900, 1100, (6, 30, 20)).astype(np.float32)
+    stack = da.from_array(raw, chunks=(6, 8, 20))
+    strip = Region(xmin=16, xmax=20, ymin=0, ymax=30)
+    with raise_if_dask_computes():
+        levels = overscan_levels(stack, [strip], method=OverscanMethods(method))
+    assert levels.numblocks == (1, 1, 1)
+    # as many tasks for twice the frames: none is per frame
+    more = da.from_array(np.concatenate([raw, raw]), chunks=(12, 8, 20))
+    twice = overscan_levels(more, [strip], method=OverscanMethods(method))
+    assert len(dask.optimize(twice)[0].__dask_graph__()) == len(
+        dask.optimize(levels)[0].__dask_graph__())
+    # the same as each frame's own level, computed alone
+    for frame, level in zip(raw, levels.compute(), strict=True):
+        one = overscan_levels(da.from_array(frame[None]), [strip], method=OverscanMethods(method))
+        np.testing.assert_array_equal(level, one.compute()[0])
+    if method == "median":  # integer data: the grouped-data median of the strip
+        expected = [grouped_median(frame[:, 16:]) for frame in raw]
+        np.testing.assert_allclose(levels.compute()[:, 0, 0], expected, rtol=1e-6)
+
+
+def test_flat_levels_are_each_frame_median_after_bias_and_dark():
+    rng = np.random.default_rng(4)
+    flats = rng.normal(1000.0, 20.0, (4, 10, 12)).astype(np.float32) * np.arange(1, 5)[:, None, None]
+    bias = np.full((10, 12), 7.0, np.float32)
+    dark = np.full((10, 12), 0.5, np.float32)
+    params = CalibrationParams(image_area=Region(xmin=0, xmax=12, ymin=0, ymax=10))
+    geometry = StackGeometry(params=params, exptimes=(2.0, 2.0, 4.0, 4.0))
+    with raise_if_dask_computes():
+        levels = flat_levels(da.from_array(flats, chunks=(4, 3, 12)), geometry, bias=bias,
+                             dark_rate=dark, params=CombineParams(scale="median"))
+    times = np.array([2.0, 2.0, 4.0, 4.0])[:, None, None]
+    expected = np.median((flats.astype(np.float64) - 7.0 - 0.5 * times).reshape(4, -1), axis=1)
+    np.testing.assert_allclose(levels.compute(), expected, rtol=1e-6)

@@ -1,9 +1,9 @@
 """Lazy master frames: overscan-corrected, trimmed stacks combined in full-width row bands.
 
 Each calibration frame is treated as a light would be (overscan, trim, bias, scaled dark), but
-stack-wise: the per-frame overscan levels come from a small first pass over the overscan strips,
-and everything else is elementwise and fuses into the combine's row-band tasks, so memory stays
-bounded by the chunk budget whatever the number of frames.
+stack-wise: the overscan levels of all frames come from one small task over their strips, and
+everything else is elementwise and fuses into the combine's row-band tasks, so memory stays
+bounded by the chunk budget whatever the number of frames, and a master is a few tasks per band.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError
 
 __all__ = [
-    "StackGeometry", "combine_amplifiers", "corrected_stack", "master_bias", "master_dark",
-    "master_flat", "normalise_flat", "overscan_levels",
+    "StackGeometry", "combine_amplifiers", "corrected_stack", "flat_levels", "master_bias",
+    "master_dark", "master_flat", "normalise_flat", "overscan_levels",
 ]
 
 ArrayLike = Any  # a numpy or dask array
@@ -68,8 +68,9 @@ def _crop_for(regions: Sequence[Region], shape: tuple[int, int],
 
 
 def _level_of(block: np.ndarray, regions: list[Region], method, params: OverscanParams) -> np.ndarray:
-    level, _ = overscan_correction(block[0], regions, method, params)
-    return np.asarray(level, dtype=np.float32)[None]
+    """The levels of every frame of the block, frame by frame (exactly as one frame alone)."""
+    levels = [overscan_correction(frame, regions, method, params)[0] for frame in block]
+    return np.stack([np.asarray(level, dtype=np.float32) for level in levels])
 
 
 def _level_shape(method, regions: Sequence[Region], crop: tuple[int, int]) -> tuple[int, int]:
@@ -87,20 +88,23 @@ def overscan_levels(stack: da.Array, overscans: Sequence[Region], *,
     """Each frame's overscan level, lazily, broadcastable against ``stack``: (N, rows|1, cols|1).
 
     ``overscans``: one amplifier's strips (``None`` when it has none). Reads only the strips
-    (plus the lines a per-line method spans), one frame per task. A user callable needs, and is
-    given, whole frames; its levels are then frame-sized, so memory grows with the number of
-    frames in that case only.
+    (plus the lines a per-line method spans), all frames in one task: a strip is a small part
+    of a frame, and one task instead of one per frame keeps a master's graph small. A user
+    callable needs, and is given, whole frames, one frame per task; its levels are then
+    frame-sized, so memory grows with the number of frames in that case only.
     """
     if not overscans:
         return None
     if isinstance(method, OverscanMethods):
         crop, regions = _crop_for(overscans, stack.shape[1:], method)
+        frames = -1
     else:
         crop, regions = (slice(None), slice(None)), list(overscans)
-    strips = stack[:, crop[0], crop[1]].rechunk({0: 1, 1: -1, 2: -1})
+        frames = 1
+    strips = stack[:, crop[0], crop[1]].rechunk({0: frames, 1: -1, 2: -1})
     shape = _level_shape(method, regions, strips.shape[1:])
     return strips.map_blocks(_level_of, regions, method, params, dtype=np.float32,
-                             chunks=((1,) * stack.shape[0], (shape[0],), (shape[1],)),
+                             chunks=(strips.chunks[0], (shape[0],), (shape[1],)),
                              meta=np.empty((0, 0, 0), np.float32))
 
 
@@ -136,9 +140,10 @@ def _amplifier_piece(stack: da.Array, amp: Amplifier, params: CalibrationParams)
     if levels is not None:
         levels = levels[:, rows if levels.shape[1] > 1 else slice(None),
                         cols if levels.shape[2] > 1 else slice(None)]
-        # per-line levels in the piece's own bands, so the subtraction adds no rechunk
-        levels = levels.rechunk({axis: piece.chunks[axis] for axis in (1, 2)
-                                 if levels.shape[axis] > 1})
+        # levels in the piece's own chunks (the whole stack, its bands), so the subtraction
+        # fuses into the band tasks instead of splitting every band frame by frame
+        levels = levels.rechunk({0: piece.chunks[0], **{axis: piece.chunks[axis] for axis in (1, 2)
+                                                        if levels.shape[axis] > 1}})
         piece = piece - levels
     if params.units == Units.electron:
         piece = piece * np.float32(amp.gain)
@@ -206,7 +211,7 @@ def combine_amplifiers(stack: da.Array, params: CombineParams, calibration: Cali
     layout = calibration.layout
     electrons = calibration.units == Units.electron
     if len(layout.amplifiers) == 1 and not electrons:
-        return combine(stack, params=params)
+        return combine(stack, params=params, levels=levels)
     if params.scale is not None and levels is None:
         levels = frame_levels(stack, params.scale)
     first = layout.amplifiers[0].gain
@@ -271,17 +276,40 @@ def master_dark(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | N
 
 def master_flat(stack: da.Array, geometry: StackGeometry, *, bias: ArrayLike | None,
                 dark_rate: ArrayLike | None,
-                params: CombineParams = CombineParams(scale="median")) -> Combined:
+                params: CombineParams = CombineParams(scale="median"),
+                levels: da.Array | None = None) -> Combined:
     """Lazy master flat: each flat minus bias and ``t * dark_rate``, scaled to its own level.
 
     Without ``scale`` in ``params``, ``scale="median"`` is used: flats of different levels must be
-    brought to one before combining. The result still has to be divided by its clipped mean once
-    computed (`normalise_flat` with `ccdflow.array.calibration.flat_norm`).
+    brought to one before combining. ``levels``: the frames' levels when already in the graph
+    (`flat_levels`), so that they are computed once. The result still has to be divided by its
+    clipped mean once computed (`normalise_flat` with `ccdflow.array.calibration.flat_norm`).
     """
     if params.scale is None:
         params = params.replace(scale="median")
     return combine_amplifiers(corrected_stack(stack, geometry, bias=bias, dark_rate=dark_rate),
-                              params, geometry.params)
+                              params, geometry.params, levels=levels)
+
+
+def flat_levels(stack: Stacks, geometry: StackGeometry, *, bias: ArrayLike | None,
+                dark_rate: ArrayLike | None, params: CombineParams) -> da.Array:
+    """Each flat's level after bias and dark subtraction, lazily: (N,) float64.
+
+    The level `master_flat` scales each frame by (``params.scale``, median when unset), over
+    the whole assembled detector.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from ccdflow.array.sections import Region
+    >>> params = CalibrationParams(image_area=Region(xmin=0, xmax=4, ymin=0, ymax=4))
+    >>> stack = da.from_array(np.stack([np.full((4, 4), v, np.float32) for v in (10, 20)]))
+    >>> geometry = StackGeometry(params=params, exptimes=(1.0, 1.0))
+    >>> flat_levels(stack, geometry, bias=None, dark_rate=None, params=CombineParams()).compute()
+    array([10., 20.])
+    """
+    corrected = corrected_stack(stack, geometry, bias=bias, dark_rate=dark_rate)
+    return frame_levels(corrected, params.scale or "median")
 
 
 def normalise_flat(data: np.ndarray, error: np.ndarray,

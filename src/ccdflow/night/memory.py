@@ -35,8 +35,8 @@ STACK_COMBINE_BYTES_PER_VALUE = 4
 #: case): bands this size already read thousands of rows per second, and larger ones only
 #: multiply the memory by the threads.
 STACK_TASK_BUDGET = 128 * 2**20
-#: Bytes per pixel of a finished master gathered on one worker (data, error, count and the
-#: chunks they are joined from).
+#: Bytes per pixel of a finished master read back whole from the store by the one task that
+#: finishes it (data, error, count, a flat's normalised copies, the FITS product's buffers).
 MASTER_RESULT_BYTES_PER_PIXEL = 20
 
 

@@ -32,7 +32,7 @@ from ccdflow.night.report import FrameStatus, NightReport, ProductStatus
 from ccdflow.night.reuse import frame_jobs
 from ccdflow.night.stage_bpm import BpmPlan, build_bpm
 from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_job
-from ccdflow.night.stage_masters import build_master
+from ccdflow.night.stage_masters import build_masters
 from ccdflow.night.stage_stacks import stack_lights, stack_name
 from ccdflow.night.store import Store
 from ccdflow.night.verify import repair_store
@@ -188,34 +188,48 @@ def _run_jobs(jobs: list[FrameJob], client: Client | None, show: bool,
 
 def _masters(plan: Plan, store: Store, config: NightConfig, report: NightReport, *,
              client: Client | None, budget: int | None, echo, progress: bool) -> dict[str, str]:
+    """Build the masters level by level (biases, darks, flats), each level in one computation."""
     failed: dict[str, str] = {}
     with stage_progress("masters", len(plan.masters), show=progress) as advance:
-        for master in plan.masters:
-            _master(master, store, config, report, failed, client=client, budget=budget)
-            advance(1)
+        for level in _levels(plan.masters):
+            todo = []
+            for master in level:
+                band = stack_budget(master.params.image_area.shape, budget)
+                why = _blocked(master, failed, band, budget)
+                if why is None:
+                    todo.append((master, band))
+                    logger.info("master %s: %d frames", master.name, len(master.frames))
+                    continue
+                failed[master.name] = why
+                report.masters[master.name] = {"name": master.name, "status": ProductStatus.failed,
+                                               "error": why, "seconds": 0.0}
+                advance(1)
+            for name, result in build_masters(todo, store, config, client=client).items():
+                report.masters[name] = result.to_dict()
+                if result.status == ProductStatus.failed:
+                    failed[name] = result.error
+                advance(1)
     for bpm in plan.bpms.values():
         _bad_pixel_mask(bpm, plan, store, config, failed, report)
     return failed
 
 
-def _master(master: MasterPlan, store: Store, config: NightConfig, report: NightReport,
-            failed: dict[str, str], *, client: Client | None, budget: int | None) -> None:
-    """Build one master unless a master it needs failed or it cannot fit a worker."""
-    band = stack_budget(master.params.image_area.shape, budget)
+def _levels(masters: list[MasterPlan]) -> list[list[MasterPlan]]:
+    """The masters in dependency levels: each needs only masters of earlier levels."""
+    depth: dict[str, int] = {}
+    for master in masters:  # planned in dependency order
+        depth[master.name] = 1 + max((depth[n] for n in master.needs if n in depth), default=-1)
+    return [[m for m in masters if depth[m.name] == d] for d in sorted(set(depth.values()))]
+
+
+def _blocked(master: MasterPlan, failed: dict[str, str], band: int, budget: int | None) -> str | None:
+    """Why a master cannot be built: a master it needs failed, or it cannot fit a worker."""
     if any(need in failed for need in master.needs):
-        failed[master.name] = f"needs master {next(n for n in master.needs if n in failed)}"
-    elif band == 0:
-        failed[master.name] = (f"{WorkerMemoryError.__name__}: master {master.name} needs more "
-                               f"than the {budget / 2**20:.0f} MiB a worker may use per task")
-    if master.name in failed:
-        report.masters[master.name] = {"name": master.name, "status": ProductStatus.failed,
-                                       "error": failed[master.name], "seconds": 0.0}
-        return
-    logger.info("master %s: %d frames", master.name, len(master.frames))
-    result = build_master(master, store, config, client=client, budget=band)
-    report.masters[master.name] = result.to_dict()
-    if result.status == ProductStatus.failed:
-        failed[master.name] = result.error
+        return f"needs master {next(n for n in master.needs if n in failed)}"
+    if band == 0:
+        return (f"{WorkerMemoryError.__name__}: master {master.name} needs more "
+                f"than the {budget / 2**20:.0f} MiB a worker may use per task")
+    return None
 
 
 def _bad_pixel_mask(bpm: BpmPlan, plan: Plan, store: Store, config: NightConfig,

@@ -75,6 +75,58 @@ class Store:
             digests[label] = array_digest(np.asarray(array, dtype=array.dtype))
         group.attrs.update({**attrs, "digests": digests, "complete": True})
 
+    def begin_master(self, name: str, *, shape: tuple[int, int], rows: int) -> None:
+        """Make master ``name`` afresh and incomplete: empty arrays in chunks of ``rows`` full rows.
+
+        The tasks that compute a master's row bands write them (`write_master_rows`), each into
+        chunks of its own, and `complete_master` marks it done. Whatever was there is removed.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> store = Store(tempfile.mkdtemp() + "/work.zarr")
+        >>> store.begin_master("bias", shape=(4, 3), rows=2)
+        >>> store.write_master_rows("bias", 2, data=np.ones((2, 3), np.float32),
+        ...                         error=np.ones((2, 3), np.float32), count=np.ones((2, 3), np.uint16))
+        >>> store.master_attrs("bias")["complete"], store.master_is_current("bias", "")
+        (False, False)
+        >>> store.complete_master("bias", {"key": "k", "digests": store.master_digests("bias")})
+        >>> store.master_is_current("bias", "k"), float(np.nansum(store.read_master("bias").data))
+        (True, 6.0)
+        """
+        shutil.rmtree(self.path / "masters" / name, ignore_errors=True)
+        group = self.root().require_group(f"masters/{name}")
+        group.attrs["complete"] = False
+        for label, dtype, fill in (("data", np.float32, np.nan), ("error", np.float32, np.nan),
+                                   ("count", np.uint16, 0)):
+            group.create_array(label, shape=shape, dtype=dtype, chunks=(max(1, rows), shape[1]),
+                               fill_value=fill, compressors=[CODEC], overwrite=True)
+
+    def write_master_rows(self, name: str, start: int, *, data: np.ndarray, error: np.ndarray,
+                          count: np.ndarray) -> None:
+        """Write rows ``start:start + len(data)`` of an incomplete master (`begin_master`).
+
+        The rows must cover whole chunks of the arrays (the last chunk may end at the last row),
+        so that tasks writing different bands never touch one chunk.
+        """
+        arrays = self.master_arrays(name, mode="r+")
+        for label, values in (("data", data), ("error", error), ("count", count)):
+            arrays[label][start:start + values.shape[0]] = values
+
+    def master_arrays(self, name: str, *, mode: str = "r") -> dict[str, zarr.Array]:
+        """A master's ``data``, ``error`` and ``count`` arrays as stored (complete or not)."""
+        group = zarr.open_group(str(self.path), path=f"masters/{name}", mode=mode)
+        return {label: group[label] for label in ("data", "error", "count")}
+
+    def master_digests(self, name: str) -> dict[str, str]:
+        """The digests of a master's arrays as stored (read whole: run it where the master is)."""
+        return {label: array_digest(array[...]) for label, array in self.master_arrays(name).items()}
+
+    def complete_master(self, name: str, attrs: dict[str, Any]) -> None:
+        """Record a master's attributes (with its ``digests``, `master_digests`), ``complete`` last."""
+        group = zarr.open_group(str(self.path), path=f"masters/{name}", mode="r+")
+        group.attrs.update({**attrs, "complete": True})
+
     def read_master(self, name: str, *, key: str | None = None) -> Master:
         """A master as the `Calibrator` uses it, with the FITS product's name and SHA-1.
 
