@@ -8,7 +8,7 @@ import pytest
 from astropy.io import fits
 
 from ccdflow.night.config import NightConfig
-from ccdflow.night.run import reduce_night
+from ccdflow.night.run import plan_night, reduce_night
 
 NY, NX, NOVER = 40, 24, 6  # each amplifier's data, and its overscan columns
 CCDS = {  # name -> per amplifier (A, B): pedestal ADU, gain e-/ADU, read noise e-
@@ -83,6 +83,10 @@ def test_one_product_and_one_set_of_masters_per_ccd(night):
         assert [header["GAIN1"], header["GAIN2"]] == [CCDS[name][0][1], CCDS[name][1][1]]
     frames = json.loads((root / "out" / "report.json").read_text())["frames"]
     assert {f"{root / 'obj.fits'}[{name}]" for name in CCDS} <= set(frames)
+    # each CCD's flat is bias-corrected by that CCD's bias, as its lights are
+    config = NightConfig.from_dict({"input": {"filelist": "night.csv"}, "output": "out"}, base=root)
+    needs = {m.name: m.needs for m in plan_night(config).masters}
+    assert all(needs[f"flat_r_{name}"] == (f"bias_{name}",) for name in CCDS)
 
 
 @pytest.mark.parametrize("name", list(CCDS))

@@ -248,14 +248,15 @@ def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
 
 
 def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
-                 available: dict[str, MasterPlan], plan: Plan) -> MasterPlan:
+                 available: dict[str, MasterPlan], plan: Plan, *, binned: bool) -> MasterPlan:
     kind = name.split("_")[0]
     group, first = _majority_layout(name, group, config, plan)
     processed = is_processed(group[0], config)
     needs = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark")}[kind]
     if processed:
         needs = ()
-    needs = tuple(n for n in needs if n in available)
+    # the masters of this group's CCD and binning (bias_2x2, dark_N4), as its lights use
+    needs = tuple(n for n in (_for_ccd(k, group[0], binned) for k in needs) if n in available)
     for need in needs:
         _check_match(group[0], first, need, available[need])
     notes = tuple((f.label, note) for f in group for note in plan.notes.get(f.label, ()))
@@ -341,7 +342,7 @@ def make_plan(frames: list[FrameInfo], config: NightConfig) -> Plan:
             plan.warnings.append(f"{name}: only {len(group)} frame(s), fewer than the "
                                  f"{config.min_frames[kind]} asked for (min_frames.{kind})")
         try:
-            masters[name] = _plan_master(name, group, config, masters, plan)
+            masters[name] = _plan_master(name, group, config, masters, plan, binned=binned)
         except CcdflowError as err:
             for frame in group:
                 plan.failures[frame.label] = f"{type(err).__name__}: {err}"
