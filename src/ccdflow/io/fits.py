@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from ccdflow.errors import ConfigError, FrameReadError, IncompatibleFramesError
 from ccdflow.io.fits_integrity import READ_ERRORS, check_cards
 from ccdflow.io.fits_scaling import scale_into
 from ccdflow.io.headers import exposure_time
+from ccdflow.io.location import RemotePath, as_location, open_binary
 
 __all__ = [
     "Frame", "PlainLayout", "open_frame", "open_stack", "read_band", "read_header", "read_layout",
@@ -111,8 +113,7 @@ class PlainLayout:
 _BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
-def _plain_layout(hdul: fits.HDUList, index: int, chosen, st: os.stat_result
-                  ) -> PlainLayout | None:
+def _plain_layout(hdul: fits.HDUList, index: int, chosen, st) -> PlainLayout | None:
     info = hdul.fileinfo(index)
     if (info is None or isinstance(chosen, fits.CompImageHDU)
             or getattr(info["file"], "compression", None)):
@@ -127,7 +128,7 @@ def _plain_layout(hdul: fits.HDUList, index: int, chosen, st: os.stat_result
                        stamp=(st.st_size, st.st_mtime_ns))
 
 
-def read_layout(path: str | os.PathLike, *, hdu: int = 0
+def read_layout(path: str | os.PathLike | RemotePath, *, hdu: int = 0
                 ) -> tuple[int, fits.Header, PlainLayout | None]:
     """Read one image HDU's header, and where its pixels are when the file is uncompressed.
 
@@ -143,14 +144,15 @@ def read_layout(path: str | os.PathLike, *, hdu: int = 0
         If the file is missing, not FITS, truncated, has a header card that cannot be parsed, or
         the HDU is not a 2-D image.
     """
-    path = str(path)
+    source, path = _source(path), str(path)
     try:
         # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
-        with open(path, "rb") as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
+        # A remote one reads by byte ranges: the headers, never the pixels.
+        with open_binary(source) as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
             index, chosen = _image_hdu(hdul, hdu, path)
             check_cards(chosen.header, path=path, hdu=index)
             header = chosen.header.copy()
-            st = os.fstat(fh.fileno())
+            st = source.stat() if isinstance(source, RemotePath) else os.fstat(fh.fileno())
             _check_complete(hdul, index, st.st_size, path)
             layout = _plain_layout(hdul, index, chosen, st)
     except FrameReadError:
@@ -160,7 +162,12 @@ def read_layout(path: str | os.PathLike, *, hdu: int = 0
     return index, header, layout
 
 
-def read_header(path: str | os.PathLike, *, hdu: int = 0) -> tuple[int, fits.Header]:
+def _source(path: str | os.PathLike | RemotePath) -> str | RemotePath:
+    """A local file as its path string (today's fast paths), a URL as a `RemotePath`."""
+    return path if isinstance(path, RemotePath) else str(as_location(path))
+
+
+def read_header(path: str | os.PathLike | RemotePath, *, hdu: int = 0) -> tuple[int, fits.Header]:
     """Read one image HDU's header without touching its pixels.
 
     Parameters
@@ -184,8 +191,10 @@ def read_header(path: str | os.PathLike, *, hdu: int = 0) -> tuple[int, fits.Hea
     return index, header
 
 
-def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> bool:
+def read_band(path: str | RemotePath, layout: PlainLayout, rows: slice, out: np.ndarray) -> bool:
     """Read full-width rows of an uncompressed image into ``out`` (float32), with one ``pread``.
+
+    A remote file's rows come in one ranged GET.
 
     The byte order conversion, the cast and the scaling happen in ``out`` (see
     `ccdflow.io.fits_scaling.scale_into`: each value rounded to float32 once); integer pixels
@@ -206,14 +215,19 @@ def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> b
     row_bytes = layout.shape[1] * layout.dtype.itemsize
     size = max(0, r1 - r0) * row_bytes
     try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            st = os.fstat(fd)
-            if (st.st_size, st.st_mtime_ns) != layout.stamp:
+        if isinstance(path, RemotePath):
+            data = _remote_band(path, layout, layout.offset + r0 * row_bytes, size)
+            if data is None:
                 return False
-            data = os.pread(fd, size, layout.offset + r0 * row_bytes)
-        finally:
-            os.close(fd)
+        else:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                st = os.fstat(fd)
+                if (st.st_size, st.st_mtime_ns) != layout.stamp:
+                    return False
+                data = os.pread(fd, size, layout.offset + r0 * row_bytes)
+            finally:
+                os.close(fd)
     except OSError as err:
         raise FrameReadError(path, f"cannot read pixels: {err}") from err
     if len(data) < size:
@@ -223,7 +237,15 @@ def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> b
     return True
 
 
-def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np.ndarray:
+def _remote_band(path: RemotePath, layout: PlainLayout, start: int, size: int) -> bytes | None:
+    """``size`` bytes from ``start`` of an unchanged remote file (None if it changed)."""
+    st = path.stat()
+    if (st.st_size, st.st_mtime_ns) != layout.stamp:
+        return None
+    return path.fs.cat_file(path.path, start=start, end=min(start + size, st.st_size))
+
+
+def read_rows(path: str | RemotePath, hdu: int, rows: slice, cols: slice = slice(None)) -> np.ndarray:
     """Read a block of one image HDU as float32 with BZERO/BSCALE applied (one open, one read).
 
     Parameters
@@ -249,7 +271,7 @@ def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np
     return read_images(path, (hdu,), rows, cols)[hdu]
 
 
-def read_images(path: str, hdus: Sequence[int], rows: slice = slice(None),
+def read_images(path: str | RemotePath, hdus: Sequence[int], rows: slice = slice(None),
                 cols: slice = slice(None)) -> dict[int, np.ndarray]:
     """`read_rows` of several HDUs of one file, opened once (a gzip file is inflated once).
 
@@ -265,9 +287,11 @@ def read_images(path: str, hdus: Sequence[int], rows: slice = slice(None),
     out, hdu = {}, hdus[0]
     try:
         # Scaling ourselves avoids astropy's full-frame float64 copy of every 16-bit frame.
+        # a remote file is fetched whole, once, and read in memory
         with (
-            open(path, "rb") as fh,
-            fits.open(fh, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul,
+            io.BytesIO(path.read_bytes()) if isinstance(path, RemotePath) else open(path, "rb") as fh,
+            fits.open(fh, memmap=not isinstance(path, RemotePath), do_not_scale_image_data=True,
+                      lazy_load_hdus=True) as hdul,
         ):
             for hdu in hdus:
                 image = hdul[hdu]
@@ -371,7 +395,7 @@ def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None =
             t = float("nan")
         if not (np.isfinite(t) and t >= 0):
             raise ConfigError("exptime", f"{exptime!r} is not a non-negative exposure time")
-    return Frame(data=stack[0], header=header, path=Path(path), hdu=index, exptime=t)
+    return Frame(data=stack[0], header=header, path=as_location(path), hdu=index, exptime=t)
 
 
 def open_stack(paths: Sequence[str | os.PathLike], *, hdu: int | Sequence[int] = 0,
@@ -415,7 +439,7 @@ def open_stack(paths: Sequence[str | os.PathLike], *, hdu: int | Sequence[int] =
     >>> stack.shape, stack.chunks[1], float(stack[:, 0, 0].mean().compute())
     ((3, 40, 8), (16, 16, 8), 1001.0)
     """
-    paths = [str(p) for p in paths]
+    paths = [_source(p) for p in paths]
     if not paths:
         raise IncompatibleFramesError("<stack>", "no frames to stack")
     hdus = [hdu] * len(paths) if isinstance(hdu, int) else list(hdu)

@@ -21,6 +21,7 @@ from astropy.io import fits
 
 from ccdflow.errors import CcdflowError, ConfigError
 from ccdflow.io.filelist import read_filelist
+from ccdflow.io.location import as_location, open_fits
 from ccdflow.io.pictures import ImageStats, image_stats, png_data_uri
 from ccdflow.io.report_style import PAGE_CSS
 from ccdflow.io.write import atomic_path
@@ -46,7 +47,7 @@ class _Product:
 
 
 def _read_product(path: Path) -> _Product:
-    with fits.open(path, memmap=False) as hdus:
+    with open_fits(path, memmap=False) as hdus:
         image = np.asarray(hdus[0].data, dtype=np.float32)
         names = {hdu.name for hdu in hdus}
         count = np.asarray(hdus["NCOMBINE"].data) if "NCOMBINE" in names else None
@@ -166,13 +167,16 @@ def _masters(output_dir: Path, report: dict, *, max_side: int) -> str:
     return f'<section><h2>Masters</h2><div class="masters">{cards}</div></section>'
 
 
-def _input_order(report: dict, paths: list[str]) -> list[str]:
-    """The frames in the order of the night's file list when it is still readable, else by name."""
+def _input_order(report: dict, paths: list[str], *, options: dict | None = None) -> list[str]:
+    """The frames in the order of the night's file list when it is still readable, else by name.
+
+    ``options``: the storage options of a list named by URL (a night has one set for all).
+    """
     listed = (report.get("config") or {}).get("input", {}).get("filelist")
     rank: dict[str, int] = {}
     if listed:
         try:
-            rank = {str(f.path): i for i, f in enumerate(read_filelist(listed))}
+            rank = {str(f.path): i for i, f in enumerate(read_filelist(listed, storage_options=options))}
         except (CcdflowError, OSError) as err:
             logger.info("lights listed by name: the file list is not readable (%s)", err)
     return sorted(paths, key=lambda p: (rank.get(p, len(rank)), p))
@@ -209,7 +213,8 @@ def _lights(output_dir: Path, report: dict, *, max_side: int) -> str:
     heads = ("#", "picture", "frame", "filter", "status", "exposure [s]", "sky (median)",
              "noise (robust std)", "flagged", "time [s]")
     rows = "".join(_light_row(output_dir, i + 1, raw, frames[raw], max_side=max_side)
-                   for i, raw in enumerate(_input_order(report, list(frames))))
+                   for i, raw in enumerate(_input_order(
+                       report, list(frames), options=getattr(output_dir, "storage_options", None))))
     return (f"<section><h2>Lights ({len(frames)})</h2><table class=lights><thead><tr>"
             + "".join(f"<th>{h}</th>" for h in heads) + f"</tr></thead><tbody>{rows}</tbody></table>"
             "<p class=note>Sky and noise are the median and 1.4826&times;MAD of the calibrated image "
@@ -233,7 +238,7 @@ def _stacks(output_dir: Path, report: dict, *, max_side: int) -> str:
 
 def render_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> str:
     """The HTML text of the night's page (see `write_report_page`)."""
-    output_dir = Path(output_dir)
+    output_dir = as_location(output_dir)
     try:
         report = json.loads((output_dir / "report.json").read_text())
     except OSError as err:
@@ -291,7 +296,7 @@ def write_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> 
     PosixPath('reduced/report.html')
     """
     text = render_report_page(output_dir, max_side=max_side)
-    path = Path(output_dir) / "report.html"
+    path = as_location(output_dir) / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

@@ -6,7 +6,6 @@ that a rerun would mistake for finished work.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from zarr.codecs import BloscCodec
 
 from ccdflow.array.calibration import Master
 from ccdflow.errors import MissingCalibrationError
+from ccdflow.io.location import RemotePath, as_location, remove_tree, zarr_target
 from ccdflow.night.verify import STORE_ERRORS, array_digest
 
 __all__ = ["Store", "cube_rows"]
@@ -25,17 +25,25 @@ CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
 
 
 class Store:
-    """Access to ``work.zarr``; cheap to pickle (a path), so tasks on workers open it themselves."""
+    """Access to ``work.zarr``; cheap to pickle (a path or URL), so tasks on workers open it themselves.
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    A URL (``s3://bucket/night/work.zarr``, a `RemotePath` with its storage options) is opened
+    through zarr's fsspec store.
+    """
+
+    def __init__(self, path: str | Path | RemotePath):
+        self.path = as_location(path)
 
     def __reduce__(self):
-        return (Store, (str(self.path),))
+        return (Store, (self.path if isinstance(self.path, RemotePath) else str(self.path),))
+
+    def group(self, path: str = "", *, mode: str = "a", **kwargs) -> zarr.Group:
+        """The group at ``path`` in the store."""
+        return zarr.open_group(**zarr_target(self.path), path=path, mode=mode, **kwargs)
 
     def root(self, mode: str = "a") -> zarr.Group:
         """The root group."""
-        return zarr.open_group(str(self.path), mode=mode)
+        return self.group(mode=mode)
 
     # -- masters ----------------------------------------------------------------------------------
 
@@ -46,7 +54,7 @@ class Store:
         deleted or truncated chunk reads as fill values or garbage, never as the master).
         """
         try:
-            group = zarr.open_group(str(self.path), path=f"masters/{name}", mode="r")
+            group = self.group(f"masters/{name}", mode="r")
             attrs = dict(group.attrs)
             if attrs.get("complete") is not True or attrs.get("key") != key:
                 return False
@@ -62,7 +70,7 @@ class Store:
 
         Whatever was there before (possibly damaged) is removed first.
         """
-        shutil.rmtree(self.path / "masters" / name, ignore_errors=True)
+        remove_tree(self.path / "masters" / name)
         group = self.root().require_group(f"masters/{name}")
         group.attrs["complete"] = False
         digests = {}
@@ -80,8 +88,7 @@ class Store:
         ``key``, the stored master must have been built with that resume key.
         """
         try:
-            group = zarr.open_group(str(self.path), path=f"masters/{name}", mode="r",
-                                    zarr_format=3)
+            group = self.group(f"masters/{name}", mode="r", zarr_format=3)
             attrs = dict(group.attrs)
         except (*STORE_ERRORS, zarr.errors.GroupNotFoundError) as err:
             raise MissingCalibrationError(
@@ -165,7 +172,7 @@ class Store:
 
     def _new_cube(self, root: zarr.Group, name: str, *, shape: tuple[int, int], rows: int) -> None:
         """An empty cube (no slices yet); the cube's old records go, so its frames are redone."""
-        shutil.rmtree(self.path / "cubes" / name, ignore_errors=True)
+        remove_tree(self.path / "cubes" / name)
         group = root.require_group(f"cubes/{name}")
         rows = max(1, min(rows, shape[0]))
         # a shard must hold whole inner chunks: the last band may run past the image (not stored)
@@ -186,17 +193,17 @@ class Store:
 
         ``arrays``: the cube's arrays when already open (a worker keeps them).
         """
-        group = arrays or zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r+")
+        group = arrays or self.group(f"cubes/{cube}", mode="r+")
         for label, values in (("image", image), ("error", error), ("mask", mask)):
             # zarr merges a shard write into the shard on disk, reading it first: a damaged one
             # would fail the write, so the frame's old chunks (key c/<index>/..., the default
             # encoding) are removed and the frame is written whole
-            shutil.rmtree(self.path / "cubes" / cube / label / "c" / str(index), ignore_errors=True)
+            remove_tree(self.path / "cubes" / cube / label / "c" / str(index))
             group[label][index] = values
 
     def cube_arrays(self, cube: str) -> dict[str, zarr.Array]:
         """The arrays of a cube, for reading."""
-        group = zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r")
+        group = self.group(f"cubes/{cube}", mode="r")
         return {label: group[label] for label in ("image", "error", "mask")}
 
     def read_rows(self, sources: list[tuple[str, list[int]]], rows: tuple[int, int]) -> np.ndarray:
@@ -248,7 +255,7 @@ class Store:
     def record(self, cube: str, stem: str) -> dict[str, Any] | None:
         """A frame's record as stores written before the record table kept it (one group each)."""
         try:
-            group = zarr.open_group(str(self.path), path=f"records/{cube}/{stem}", mode="r")
+            group = self.group(f"records/{cube}/{stem}", mode="r")
             return dict(group.attrs)
         except (*STORE_ERRORS, zarr.errors.GroupNotFoundError):
             return None

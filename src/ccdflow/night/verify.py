@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 
+from ccdflow.io.location import Location, RemotePath, as_location, remove_tree, stat
 from ccdflow.io.products import file_sha1
 
 __all__ = ["STORE_ERRORS", "array_digest", "file_problem", "file_stamp", "repair_store",
@@ -42,7 +41,7 @@ def array_digest(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def file_stamp(path: str | os.PathLike) -> dict[str, int | str]:
+def file_stamp(path: str | os.PathLike | RemotePath) -> dict[str, int | str]:
     """A product's size and SHA-1, recorded when it is written.
 
     Examples
@@ -53,10 +52,10 @@ def file_stamp(path: str | os.PathLike) -> dict[str, int | str]:
     >>> file_stamp(path)["size"]
     2880
     """
-    return {"size": os.stat(path).st_size, "sha1": file_sha1(path)}
+    return {"size": stat(path).st_size, "sha1": file_sha1(path)}
 
 
-def file_problem(path: str | os.PathLike, stamp: dict | None) -> str | None:
+def file_problem(path: str | os.PathLike | RemotePath, stamp: dict | None) -> str | None:
     """Why a product cannot be reused (missing, other size, other checksum), or None if intact.
 
     Parameters
@@ -79,7 +78,7 @@ def file_problem(path: str | os.PathLike, stamp: dict | None) -> str | None:
     'size 100 bytes, 2880 when written'
     """
     try:
-        size = os.stat(path).st_size
+        size = stat(path).st_size
     except OSError:
         return "missing"
     if not stamp:
@@ -91,7 +90,7 @@ def file_problem(path: str | os.PathLike, stamp: dict | None) -> str | None:
     return None
 
 
-def repair_store(path: str | os.PathLike) -> list[str]:
+def repair_store(path: str | os.PathLike | RemotePath) -> list[str]:
     """Remove every store entry whose ``zarr.json`` cannot be parsed, so that it is rebuilt.
 
     A damaged entry under ``masters/<name>``, ``cubes/<name>``, ``stacks/<name>`` or
@@ -120,7 +119,7 @@ def repair_store(path: str | os.PathLike) -> list[str]:
     >>> (store / "masters" / "bias").exists()
     False
     """
-    root = Path(path)
+    root = as_location(path)
     messages: list[str] = []
     for meta in sorted(root.rglob("zarr.json"), key=lambda p: len(p.parts)):
         if not meta.exists() or _readable(meta):
@@ -135,13 +134,13 @@ def repair_store(path: str | os.PathLike) -> list[str]:
         if parts[0] == "cubes":
             victims.append(root / "records" / parts[1])
         for victim in victims:
-            shutil.rmtree(victim, ignore_errors=True)
+            remove_tree(victim)
         messages.append(f"{root.name}/{'/'.join(parts[:depth])}: metadata cannot be read; "
                         "removed, to be rebuilt")
     return messages
 
 
-def _readable(meta: Path) -> bool:
+def _readable(meta: Location) -> bool:
     try:
         content = json.loads(meta.read_text())
     except (OSError, ValueError):

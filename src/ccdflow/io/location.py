@@ -1,0 +1,404 @@
+"""Paths and URLs: a plain path stays a `pathlib.Path`; ``s3://``, ``gs://``, ... become `RemotePath`.
+
+Every place that touches a file asks this module, so local files keep their fast paths (``os.pread``,
+temporary file + ``os.replace``) and files on an object store are read by byte ranges and written as
+one whole-object PUT, which the store makes atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import posixpath
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from ccdflow.errors import ConfigError
+
+__all__ = ["FileStat", "Location", "RemotePath", "as_location", "exists", "glob", "is_local", "is_url",
+           "join", "open_binary", "open_fits", "read_bytes", "remove_tree", "stat", "write_bytes_atomic",
+           "zarr_target"]
+
+
+def is_url(value: Any) -> bool:
+    """Whether ``value`` is a string spelled ``scheme://...`` (a one-letter scheme is a drive).
+
+    Examples
+    --------
+    >>> is_url("s3://bucket/raw"), is_url("raw/a.fits"), is_url("C://x")
+    (True, False, False)
+    """
+    if isinstance(value, RemotePath):
+        return True
+    return isinstance(value, str) and "://" in value and len(value.split("://", 1)[0]) > 1
+
+
+class FileStat(NamedTuple):
+    """Size and modification time of a remote object, named like `os.stat_result`'s fields."""
+
+    st_size: int
+    st_mtime_ns: int
+    etag: str = ""
+
+    @property
+    def st_mtime(self) -> float:
+        """Modification time in seconds."""
+        return self.st_mtime_ns / 1e9
+
+
+@dataclass(frozen=True, order=True)
+class RemotePath:
+    """A file or folder on a filesystem fsspec reaches (``s3://bucket/key``), with its options.
+
+    It reads like a `pathlib.Path` (``/``, ``name``, ``stem``, ``parent``, ``exists()``,
+    ``read_text()``, ``glob()``) and pickles as its URL and options, so a task on a worker opens the
+    file itself. It has no ``__fspath__``: code that would hand it to ``open`` fails loudly.
+
+    Parameters
+    ----------
+    url : str
+        ``protocol://path``.
+    options : str
+        The ``storage_options`` as JSON text (hashable); see `as_location`.
+
+    Examples
+    --------
+    >>> raw = as_location("s3://bucket/night/raw", storage_options={"anon": True})
+    >>> light = raw / "a.fits"
+    >>> str(light), light.name, light.stem, str(light.parent.parent)
+    ('s3://bucket/night/raw/a.fits', 'a.fits', 'a', 's3://bucket/night')
+    >>> light.storage_options
+    {'anon': True}
+    """
+
+    url: str
+    options: str = field(default="{}", repr=False)
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def protocol(self) -> str:
+        """``s3``, ``gs``, ..."""
+        return self.url.split("://", 1)[0]
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """The options the filesystem is opened with."""
+        return json.loads(self.options)
+
+    @property
+    def fs(self):
+        """The fsspec filesystem (fsspec keeps one instance per protocol and options)."""
+        import fsspec
+
+        # listings are not cached: zarr writes through its own instance, which ours would not see
+        options = {"use_listings_cache": False, **self.storage_options}
+        return fsspec.filesystem(self.protocol, **options)
+
+    @property
+    def path(self) -> str:
+        """The path without the protocol, as fsspec's methods take it."""
+        return self.url.split("://", 1)[1]
+
+    # -- pathlib's names ----------------------------------------------------------------------------
+
+    def __truediv__(self, other: str | os.PathLike) -> RemotePath:
+        joined = posixpath.normpath(f"{self.path.rstrip('/')}/{os.fspath(other).lstrip('/')}")
+        return RemotePath(f"{self.protocol}://{joined}", self.options)
+
+    def joinpath(self, *parts: str) -> RemotePath:
+        """``self / part / ...``."""
+        out = self
+        for part in parts:
+            out = out / part
+        return out
+
+    @property
+    def name(self) -> str:
+        """The last component."""
+        return posixpath.basename(self.path.rstrip("/"))
+
+    @property
+    def stem(self) -> str:
+        """The name without its last suffix."""
+        return Path(self.name).stem
+
+    @property
+    def suffix(self) -> str:
+        """The last suffix of the name."""
+        return Path(self.name).suffix
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The protocol and the path's components."""
+        return (f"{self.protocol}://", *self.path.strip("/").split("/"))
+
+    @property
+    def parent(self) -> RemotePath:
+        """The folder holding this one (a bucket is its own parent)."""
+        head = posixpath.dirname(self.path.rstrip("/"))
+        return RemotePath(f"{self.protocol}://{head or self.path}", self.options)
+
+    @property
+    def parents(self) -> list[RemotePath]:
+        """Every enclosing folder up to the bucket."""
+        out, here = [], self
+        while here.parent != here:
+            here = here.parent
+            out.append(here)
+        return out
+
+    def with_name(self, name: str) -> RemotePath:
+        """The same folder, another name."""
+        return self.parent / name
+
+    def resolve(self) -> RemotePath:
+        """Itself: a URL is already absolute."""
+        return self
+
+    expanduser = resolve
+    absolute = resolve
+
+    def is_absolute(self) -> bool:
+        """Always: a URL is absolute."""
+        return True
+
+    def is_symlink(self) -> bool:
+        """Never: object stores have no links."""
+        return False
+
+    def exists(self) -> bool:
+        """Whether an object or a folder (a prefix of objects) is there."""
+        return self.fs.exists(self.path)
+
+    def is_file(self) -> bool:
+        """Whether an object is there."""
+        return self.fs.isfile(self.path)
+
+    def is_dir(self) -> bool:
+        """Whether objects are under this prefix (or a folder exists)."""
+        return self.fs.isdir(self.path)
+
+    def mkdir(self, *, parents: bool = False, exist_ok: bool = False) -> None:
+        """Make the folder (nothing to do on an object store, where folders are key prefixes)."""
+        with contextlib.suppress(FileExistsError):
+            self.fs.makedirs(self.path, exist_ok=True)
+
+    def stat(self) -> FileStat:
+        """Size and modification time (and the object's ETag, where the store gives one)."""
+        info = self.fs.info(self.path)
+        when = next((info[k] for k in ("LastModified", "mtime", "updated", "created", "last_modified")
+                     if info.get(k) is not None), 0)
+        if isinstance(when, str):
+            when = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+        ns = int(when.timestamp() * 1e9) if isinstance(when, dt.datetime) else int(float(when) * 1e9)
+        return FileStat(int(info.get("size") or 0), ns, str(info.get("ETag", "")).strip('"'))
+
+    def read_bytes(self) -> bytes:
+        """The whole object, in one GET."""
+        return self.fs.cat_file(self.path)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        """The whole object as text."""
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> int:
+        """One whole-object PUT: readers see the old object or the new one, never a part."""
+        self.fs.pipe_file(self.path, bytes(data))
+        return len(data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> int:
+        """`write_bytes` of the encoded text."""
+        return self.write_bytes(text.encode(encoding))
+
+    def unlink(self, *, missing_ok: bool = False) -> None:
+        """Delete the object."""
+        try:
+            self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def iterdir(self) -> Iterator[RemotePath]:
+        """The objects and folders directly under this one."""
+        for entry in self.fs.ls(self.path, detail=False):
+            yield RemotePath(f"{self.protocol}://{entry}", self.options)
+
+    def glob(self, pattern: str) -> Iterator[RemotePath]:
+        """Objects under this folder matching ``pattern`` (fsspec's glob rules)."""
+        for entry in self.fs.glob(f"{self.path.rstrip('/')}/{pattern}"):
+            yield RemotePath(f"{self.protocol}://{entry}", self.options)
+
+    def rglob(self, pattern: str) -> Iterator[RemotePath]:
+        """`glob` at any depth."""
+        return self.glob(f"**/{pattern}")
+
+    def relative_to(self, other: RemotePath) -> Path:
+        """The part after ``other``, as a relative `Path`."""
+        if self.url.rstrip("/") == other.url.rstrip("/"):
+            return Path()
+        head = other.url.rstrip("/") + "/"
+        if not self.url.startswith(head):
+            raise ValueError(f"{self} is not under {other}")
+        return Path(self.url[len(head):])
+
+
+#: What names a file: a local `Path` or a `RemotePath`.
+Location = Path | RemotePath
+
+
+def as_location(value: str | os.PathLike | RemotePath, *,
+                storage_options: Mapping[str, Any] | None = None,
+                base: Location | None = None) -> Location:
+    """A path or URL as a `Path` (local, ``file://`` included) or a `RemotePath`.
+
+    Parameters
+    ----------
+    value : str, path-like or RemotePath
+        ``raw/a.fits``, ``/data/raw``, ``file:///data/raw``, ``s3://bucket/raw``, ...
+    storage_options : mapping, optional
+        Passed to the fsspec filesystem of a URL (``key``, ``secret``, ``client_kwargs``, ...).
+    base : Path or RemotePath, optional
+        What a relative path is relative to (then resolved).
+
+    Returns
+    -------
+    Path or RemotePath
+
+    Raises
+    ------
+    ConfigError
+        If the URL's protocol has no fsspec implementation installed (named).
+
+    Examples
+    --------
+    >>> as_location("file:///data/raw/a.fits")
+    PosixPath('/data/raw/a.fits')
+    >>> as_location("b.fits", base=as_location("s3://bucket/raw"))
+    RemotePath(url='s3://bucket/raw/b.fits')
+    """
+    if isinstance(value, RemotePath):
+        return value
+    text = os.fspath(value)
+    if is_url(text):
+        if text.startswith("file://"):
+            return Path(urlsplit(text).path)
+        protocol = text.split("://", 1)[0]
+        _check_protocol(protocol, text)
+        return RemotePath(text, json.dumps(dict(storage_options or {}), sort_keys=True))
+    path = Path(text).expanduser()
+    if base is not None and not path.is_absolute():
+        return (base / text).resolve() if isinstance(base, RemotePath) else (base / path).resolve()
+    return path
+
+
+def _check_protocol(protocol: str, url: str) -> None:
+    from fsspec.registry import get_filesystem_class
+
+    try:
+        get_filesystem_class(protocol)
+    except (ImportError, ValueError) as err:
+        raise ConfigError(url, f"cannot reach {protocol}:// ({err})") from None
+
+
+def is_local(path: Any) -> bool:
+    """Whether ``path`` is on this machine's filesystem (not a `RemotePath`).
+
+    Examples
+    --------
+    >>> is_local("raw/a.fits"), is_local(as_location("s3://b/a.fits"))
+    (True, False)
+    """
+    return not isinstance(path, RemotePath)
+
+
+def join(base: Location, *parts: str) -> Location:
+    """``base / part / ...`` for either kind.
+
+    Examples
+    --------
+    >>> str(join(as_location("gs://bucket/out"), "lights", "a.fits"))
+    'gs://bucket/out/lights/a.fits'
+    """
+    return base.joinpath(*parts)
+
+
+def exists(path: Location) -> bool:
+    """Whether the file or folder is there."""
+    return path.exists()
+
+
+def stat(path: str | os.PathLike | RemotePath) -> os.stat_result | FileStat:
+    """``os.stat`` locally; size and modification time of a remote object (`FileStat`)."""
+    return path.stat() if isinstance(path, RemotePath) else os.stat(path)
+
+
+def read_bytes(path: str | os.PathLike | RemotePath) -> bytes:
+    """A whole file's bytes."""
+    return path.read_bytes() if isinstance(path, RemotePath) else Path(path).read_bytes()
+
+
+def open_binary(path: str | os.PathLike | RemotePath):
+    """A binary file object for reading; a remote one fetches byte ranges as they are read."""
+    return path.fs.open(path.path, "rb") if isinstance(path, RemotePath) else open(path, "rb")  # noqa: SIM115
+
+
+def open_fits(path: str | os.PathLike | RemotePath, **kwargs):
+    """`astropy.io.fits.open` of a local file, or of a remote one by byte ranges through fsspec."""
+    from astropy.io import fits
+
+    if isinstance(path, RemotePath):
+        return fits.open(path.url, use_fsspec=True, fsspec_kwargs=path.storage_options, **kwargs)
+    return fits.open(path, **kwargs)
+
+
+def write_bytes_atomic(path: Location, data: bytes) -> Location:
+    """Write a whole file so that no reader ever sees part of it.
+
+    Locally a temporary file beside it, then ``os.replace``; remotely one whole-object PUT.
+    """
+    if isinstance(path, RemotePath):
+        path.write_bytes(data)
+        return path
+    from ccdflow.io.write import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def remove_tree(path: Location) -> None:
+    """Delete a folder and everything in it; a missing one is no error."""
+    if isinstance(path, RemotePath):
+        with contextlib.suppress(FileNotFoundError):
+            path.fs.rm(path.path, recursive=True)
+        return
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def glob(folder: Location, pattern: str) -> list[Location]:
+    """The files under ``folder`` matching ``pattern``, sorted."""
+    return sorted(folder.glob(pattern), key=str)
+
+
+def zarr_target(path: Location) -> dict[str, Any]:
+    """The ``store`` (and ``storage_options``) arguments `zarr.open_group` takes for ``path``.
+
+    Examples
+    --------
+    >>> zarr_target(Path("out/work.zarr"))
+    {'store': 'out/work.zarr'}
+    """
+    if isinstance(path, RemotePath):
+        # zarr's own filesystem instance must not keep listings that our deletions outdate
+        return {"store": path.url,
+                "storage_options": {"use_listings_cache": False, **path.storage_options}}
+    return {"store": str(path)}
