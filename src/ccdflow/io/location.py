@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import posixpath
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from ccdflow.errors import ConfigError
+from ccdflow.errors import CcdflowError, ConfigError, StorageError
 
 __all__ = ["FileStat", "Location", "RemotePath", "as_location", "exists", "glob", "is_local", "is_url",
            "join", "open_binary", "open_fits", "read_bytes", "remove_tree", "stat", "write_bytes_atomic",
@@ -38,6 +39,10 @@ def is_url(value: Any) -> bool:
     return isinstance(value, str) and "://" in value and len(value.split("://", 1)[0]) > 1
 
 
+#: Protocols whose folders are only key prefixes (nothing to make before writing an object).
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"})
+
+
 class FileStat(NamedTuple):
     """Size and modification time of a remote object, named like `os.stat_result`'s fields."""
 
@@ -49,6 +54,29 @@ class FileStat(NamedTuple):
     def st_mtime(self) -> float:
         """Modification time in seconds."""
         return self.st_mtime_ns / 1e9
+
+
+@contextlib.contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """Turn what a filesystem library raises, other than an ``OSError``, into `StorageError`.
+
+    Missing credentials, an unknown option or an endpoint that does not answer then name the URL
+    and stay catchable as ``OSError``, like any other file that cannot be read.
+    """
+    try:
+        yield
+    except (OSError, CcdflowError):
+        raise
+    except Exception as err:  # the library's own kinds (botocore's, aiohttp's, TypeError for options)
+        raise StorageError(url, f"{type(err).__name__}: {err}") from err
+
+
+def _reached(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with reaching(self.url):
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 @dataclass(frozen=True, order=True)
@@ -173,23 +201,29 @@ class RemotePath:
         """Never: object stores have no links."""
         return False
 
+    @_reached
     def exists(self) -> bool:
         """Whether an object or a folder (a prefix of objects) is there."""
         return self.fs.exists(self.path)
 
+    @_reached
     def is_file(self) -> bool:
         """Whether an object is there."""
         return self.fs.isfile(self.path)
 
+    @_reached
     def is_dir(self) -> bool:
         """Whether objects are under this prefix (or a folder exists)."""
         return self.fs.isdir(self.path)
 
+    @_reached
     def mkdir(self, *, parents: bool = False, exist_ok: bool = False) -> None:
-        """Make the folder (nothing to do on an object store, where folders are key prefixes)."""
-        with contextlib.suppress(FileExistsError):
+        """Make the folder, except on an object store: its folders are key prefixes, and making
+        one there could create a bucket."""
+        if self.protocol not in OBJECT_STORES:
             self.fs.makedirs(self.path, exist_ok=True)
 
+    @_reached
     def stat(self) -> FileStat:
         """Size and modification time (and the object's ETag, where the store gives one)."""
         info = self.fs.info(self.path)
@@ -200,6 +234,7 @@ class RemotePath:
         ns = int(when.timestamp() * 1e9) if isinstance(when, dt.datetime) else int(float(when) * 1e9)
         return FileStat(int(info.get("size") or 0), ns, str(info.get("ETag", "")).strip('"'))
 
+    @_reached
     def read_bytes(self) -> bytes:
         """The whole object, in one GET."""
         return self.fs.cat_file(self.path)
@@ -208,8 +243,11 @@ class RemotePath:
         """The whole object as text."""
         return self.read_bytes().decode(encoding)
 
+    @_reached
     def write_bytes(self, data: bytes) -> int:
         """One whole-object PUT: readers see the old object or the new one, never a part."""
+        if self.protocol not in OBJECT_STORES:  # a filesystem with real folders needs its folder
+            self.fs.makedirs(self.parent.path, exist_ok=True)
         self.fs.pipe_file(self.path, bytes(data))
         return len(data)
 
@@ -217,6 +255,7 @@ class RemotePath:
         """`write_bytes` of the encoded text."""
         return self.write_bytes(text.encode(encoding))
 
+    @_reached
     def unlink(self, *, missing_ok: bool = False) -> None:
         """Delete the object."""
         try:
@@ -225,11 +264,13 @@ class RemotePath:
             if not missing_ok:
                 raise
 
+    @_reached
     def iterdir(self) -> Iterator[RemotePath]:
         """The objects and folders directly under this one."""
         for entry in self.fs.ls(self.path, detail=False):
             yield RemotePath(f"{self.protocol}://{entry}", self.options)
 
+    @_reached
     def glob(self, pattern: str) -> Iterator[RemotePath]:
         """Objects under this folder matching ``pattern`` (fsspec's glob rules)."""
         for entry in self.fs.glob(f"{self.path.rstrip('/')}/{pattern}"):
@@ -289,9 +330,11 @@ def as_location(value: str | os.PathLike | RemotePath, *,
     if is_url(text):
         if text.startswith("file://"):
             return Path(urlsplit(text).path)
-        protocol = text.split("://", 1)[0]
+        protocol, rest = text.split("://", 1)
         _check_protocol(protocol, text)
-        return RemotePath(text, json.dumps(dict(storage_options or {}), sort_keys=True))
+        # one spelling per object: "out/../raw/a.fits" is "raw/a.fits" (no links to follow)
+        return RemotePath(f"{protocol}://{posixpath.normpath(rest)}",
+                          json.dumps(dict(storage_options or {}), sort_keys=True))
     path = Path(text).expanduser()
     if base is not None and not path.is_absolute():
         return (base / text).resolve() if isinstance(base, RemotePath) else (base / path).resolve()
@@ -323,8 +366,8 @@ def join(base: Location, *parts: str) -> Location:
 
     Examples
     --------
-    >>> str(join(as_location("gs://bucket/out"), "lights", "a.fits"))
-    'gs://bucket/out/lights/a.fits'
+    >>> str(join(as_location("memory://bucket/out"), "lights", "a.fits"))
+    'memory://bucket/out/lights/a.fits'
     """
     return base.joinpath(*parts)
 
@@ -346,7 +389,10 @@ def read_bytes(path: str | os.PathLike | RemotePath) -> bytes:
 
 def open_binary(path: str | os.PathLike | RemotePath):
     """A binary file object for reading; a remote one fetches byte ranges as they are read."""
-    return path.fs.open(path.path, "rb") if isinstance(path, RemotePath) else open(path, "rb")  # noqa: SIM115
+    if isinstance(path, RemotePath):
+        with reaching(path.url):
+            return path.fs.open(path.path, "rb")
+    return open(path, "rb")  # noqa: SIM115
 
 
 def open_fits(path: str | os.PathLike | RemotePath, **kwargs):
@@ -354,7 +400,8 @@ def open_fits(path: str | os.PathLike | RemotePath, **kwargs):
     from astropy.io import fits
 
     if isinstance(path, RemotePath):
-        return fits.open(path.url, use_fsspec=True, fsspec_kwargs=path.storage_options, **kwargs)
+        with reaching(path.url):
+            return fits.open(path.url, use_fsspec=True, fsspec_kwargs=path.storage_options, **kwargs)
     return fits.open(path, **kwargs)
 
 
@@ -376,7 +423,7 @@ def write_bytes_atomic(path: Location, data: bytes) -> Location:
 def remove_tree(path: Location) -> None:
     """Delete a folder and everything in it; a missing one is no error."""
     if isinstance(path, RemotePath):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), reaching(path.url):
             path.fs.rm(path.path, recursive=True)
         return
     import shutil

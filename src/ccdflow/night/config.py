@@ -447,7 +447,7 @@ class NightConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, for the report and the provenance hash."""
+        """Plain values, for the report and the provenance hash (``storage_options`` left out)."""
         cal = self.calibration
         region = lambda r: r.to_dict() if isinstance(r, Region) else r  # noqa: E731
         return {
@@ -472,8 +472,7 @@ class NightConfig:
             "quality": self.quality.to_dict(),
             "resume": self.resume.value,
             "cluster": self.cluster.to_dict(),
-            # the names only: values are credentials, and a report is shared
-            "storage_options": sorted(self.storage_options),
+            # no storage_options: they hold credentials, and the report is shared
         }
 
 
