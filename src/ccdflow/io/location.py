@@ -218,8 +218,10 @@ class RemotePath:
 
     @_reached
     def mkdir(self, *, parents: bool = False, exist_ok: bool = False) -> None:
-        """Make the folder, except on an object store: its folders are key prefixes, and making
-        one there could create a bucket."""
+        """Make the folder, except on an object store (its folders are only key prefixes).
+
+        Making one there could create a bucket, from a typing error in a URL.
+        """
         if self.protocol not in OBJECT_STORES:
             self.fs.makedirs(self.path, exist_ok=True)
 
