@@ -158,3 +158,22 @@ def test_guard_inputs_refuses_a_product_on_an_input_url(s3_bucket):
     with pytest.raises(InputOverwriteError, match="it is the input"):
         guard_inputs([spelled], inputs=[raw])
     guard_inputs([raw.parent / "b.fits"], inputs=[raw])
+
+
+def test_a_folder_on_a_bucket_is_scanned_and_a_local_list_may_name_urls(tmp_path, s3_bucket):
+    from ccdflow.io.filelist import read_filelist, scan_directory
+
+    bucket, options = s3_bucket
+    raw = as_location(f"{bucket}/raw", storage_options=options)
+    (raw / "b1.fits").write_bytes(_fits_bytes(np.zeros((4, 4), np.int16),
+                                              fits.Header([("IMAGETYP", "zero")])))
+    (raw / "l1.fits").write_bytes(_fits_bytes(np.zeros((4, 4), np.int16),
+                                              fits.Header([("IMAGETYP", "object")])))
+    (raw / "notes.txt").write_bytes(b"not a frame")
+    scanned = scan_directory(raw)
+    assert [(f.type, f.path) for f in scanned] == [("bias", raw / "b1.fits"), ("light", raw / "l1.fits")]
+    assert all(f.path.storage_options == options for f in scanned)
+    listing = tmp_path / "night.csv"
+    listing.write_text(f"bias, {bucket}/raw/b1.fits\nlight, l2.fits\n")
+    listed = read_filelist(listing, storage_options=options)
+    assert listed[0].path == raw / "b1.fits" and listed[1].path == tmp_path / "l2.fits"
