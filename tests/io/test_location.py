@@ -177,3 +177,32 @@ def test_a_folder_on_a_bucket_is_scanned_and_a_local_list_may_name_urls(tmp_path
     listing.write_text(f"bias, {bucket}/raw/b1.fits\nlight, l2.fits\n")
     listed = read_filelist(listing, storage_options=options)
     assert listed[0].path == raw / "b1.fits" and listed[1].path == tmp_path / "l2.fits"
+
+
+def test_the_zarr_store_on_a_bucket_writes_reads_and_repairs(s3_bucket):
+    from ccdflow.night.store import Store
+    from ccdflow.night.verify import repair_store
+
+    bucket, options = s3_bucket
+    store = Store(as_location(f"{bucket}/out/work.zarr", storage_options=options))
+    store.root()
+    ones = np.ones((3, 4), np.float32)
+    store.write_master("bias", data=ones, error=ones / 2, count=np.full((3, 4), 3, np.uint16),
+                       attrs={"key": "k1"})
+    assert store.master_is_current("bias", "k1") and not store.master_is_current("bias", "k2")
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(store)).read_master("bias").error, ones / 2)
+    index = store.ensure_cube("lights_V", stems=["a", "b"], shape=(3, 4), rows=2)
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    mask = np.zeros((3, 4), np.uint8)
+    mask[1, 2] = 2
+    store.write_frame("lights_V", index["b"], image, image, mask)
+    store.write_frame("lights_V", index["b"], image, image, mask)  # rewritten whole
+    expected = image[1:3].copy()
+    expected[0, 2] = np.nan
+    np.testing.assert_array_equal(store.read_rows([("lights_V", [1])], (1, 3))[0], expected)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    fs.pipe_file(f"{bucket}/out/work.zarr/masters/bias/zarr.json", b'{"zarr_fo')
+    assert repair_store(store.path) == [
+        "work.zarr/masters/bias: metadata cannot be read; removed, to be rebuilt"]
+    assert not fs.exists(f"{bucket}/out/work.zarr/masters/bias/data/zarr.json")
+    assert not store.master_is_current("bias", "k1")
