@@ -164,7 +164,8 @@ def read_layout(path: str | os.PathLike | RemotePath, *, hdu: int = 0
 
 def _source(path: str | os.PathLike | RemotePath) -> str | RemotePath:
     """A local file as its path string (today's fast paths), a URL as a `RemotePath`."""
-    return path if isinstance(path, RemotePath) else str(as_location(path))
+    where = as_location(path)
+    return where if isinstance(where, RemotePath) else str(where)
 
 
 def read_header(path: str | os.PathLike | RemotePath, *, hdu: int = 0) -> tuple[int, fits.Header]:
@@ -346,7 +347,7 @@ class _FitsBlocks:
         return out[0] if np.ndim(np.arange(self.shape[0])[frames]) == 0 else out
 
 
-def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None = None,
+def open_frame(path: str | os.PathLike | RemotePath, *, hdu: int = 0, exptime: float | None = None,
                strict: bool = False) -> Frame:
     """Open one FITS image lazily: the header now, the pixels when the array is computed.
 
@@ -380,14 +381,14 @@ def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None =
     >>> frame = open_frame("raw1.fits")  # doctest: +SKIP
     >>> frame.data.mean().compute()  # doctest: +SKIP
     """
-    path = str(path)
+    path = _source(path)
     index, header, layout = read_layout(path, hdu=hdu)
     shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
     blocks = _FitsBlocks([path], [index], shape, [layout])
     stack = da.from_array(blocks, chunks=blocks.shape, asarray=False, lock=False,
                           meta=np.empty((0, 0, 0), np.float32), name=f"frame-{_token(path, index)}")
     if exptime is None:
-        t = exposure_time(header, path=path, strict=strict)
+        t = exposure_time(header, path=str(path), strict=strict)
     else:
         try:
             t = float(exptime)
@@ -467,7 +468,10 @@ def _token(*parts) -> str:
     stamp = []
     for part in parts:
         stamp.append(part)
-        if isinstance(part, str) and os.path.exists(part):
+        if isinstance(part, RemotePath):
+            st = part.stat()
+            stamp.extend((part.url, st.st_size, st.st_mtime_ns, st.etag))
+        elif isinstance(part, str) and os.path.exists(part):
             st = os.stat(part)
             stamp.extend((st.st_size, st.st_mtime_ns))
 

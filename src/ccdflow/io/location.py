@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from ccdflow.errors import CcdflowError, ConfigError, StorageError
 
-__all__ = ["FileStat", "Location", "RemotePath", "as_location", "exists", "glob", "is_local", "is_url",
-           "join", "open_binary", "open_fits", "read_bytes", "remove_tree", "stat", "write_bytes_atomic",
-           "zarr_target"]
+__all__ = ["PATH_TYPES", "FileStat", "Location", "RemotePath", "as_location", "exists", "glob", "is_local",
+           "is_url", "join", "open_binary", "open_fits", "read_bytes", "remove_tree", "stat",
+           "write_bytes_atomic", "zarr_target"]
 
 
 def is_url(value: Any) -> bool:
@@ -294,6 +294,8 @@ class RemotePath:
 
 #: What names a file: a local `Path` or a `RemotePath`.
 Location = Path | RemotePath
+#: What an argument naming a file may be (``isinstance`` checks): a string, a path, a `RemotePath`.
+PATH_TYPES = (str, os.PathLike, RemotePath)
 
 
 def as_location(value: str | os.PathLike | RemotePath, *,
