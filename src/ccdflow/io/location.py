@@ -173,33 +173,15 @@ class RemotePath:
         head = posixpath.dirname(self.path.rstrip("/"))
         return RemotePath(f"{self.protocol}://{head or self.path}", self.options)
 
-    @property
-    def parents(self) -> list[RemotePath]:
-        """Every enclosing folder up to the bucket."""
-        out, here = [], self
-        while here.parent != here:
-            here = here.parent
-            out.append(here)
-        return out
-
-    def with_name(self, name: str) -> RemotePath:
-        """The same folder, another name."""
-        return self.parent / name
-
     def resolve(self) -> RemotePath:
         """Itself: a URL is already absolute."""
         return self
 
     expanduser = resolve
-    absolute = resolve
 
     def is_absolute(self) -> bool:
         """Always: a URL is absolute."""
         return True
-
-    def is_symlink(self) -> bool:
-        """Never: object stores have no links."""
-        return False
 
     @_reached
     def exists(self) -> bool:
