@@ -206,3 +206,21 @@ def test_the_zarr_store_on_a_bucket_writes_reads_and_repairs(s3_bucket):
         "work.zarr/masters/bias: metadata cannot be read; removed, to be rebuilt"]
     assert not fs.exists(f"{bucket}/out/work.zarr/masters/bias/data/zarr.json")
     assert not store.master_is_current("bias", "k1")
+
+
+def _read_band_elsewhere(path: RemotePath) -> np.ndarray:
+    return read_rows(path, 0, slice(1, 3))
+
+
+def test_a_task_in_another_process_reads_a_remote_frame_with_the_options_it_carries(s3_bucket):
+    # what a dask worker process does with a pickled task: no state of this process goes along
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    bucket, options = s3_bucket
+    data = np.arange(20, dtype=np.int16).reshape(4, 5)
+    path = as_location(f"{bucket}/raw/a.fits", storage_options=options)
+    path.write_bytes(_fits_bytes(data))
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        band = pool.submit(_read_band_elsewhere, path).result(timeout=120)
+    np.testing.assert_array_equal(band, data[1:3].astype(np.float32))
