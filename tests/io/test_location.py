@@ -224,3 +224,16 @@ def test_a_task_in_another_process_reads_a_remote_frame_with_the_options_it_carr
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         band = pool.submit(_read_band_elsewhere, path).result(timeout=120)
     np.testing.assert_array_equal(band, data[1:3].astype(np.float32))
+
+
+def test_an_object_rewritten_at_once_with_the_same_size_has_another_identity(s3_bucket):
+    from ccdflow.night.frames import file_identity
+
+    bucket, options = s3_bucket
+    path = as_location(f"{bucket}/raw/a.fits", storage_options=options)
+    path.write_bytes(b"a" * 2880)
+    before = file_identity(path)
+    path.write_bytes(b"b" * 2880)  # within the second: LastModified alone would not tell
+    after = file_identity(path)
+    assert before[:2] == after[:2] == (str(path), 2880)
+    assert before != after

@@ -123,11 +123,15 @@ def output_stem(path: Path) -> str:
 def file_identity(path: Path, *, content: bool = False) -> tuple:
     """What says a file changed: its absolute path, size and modification time (and content).
 
+    An object on a store (a URL) adds its ETag: its modification time counts whole seconds.
+
     With ``content``, the SHA-1 of the file's bytes is added: pixels rewritten in place with the
     size and modification time restored are then noticed too, at the cost of reading every file.
     """
     st = stat(path)
     identity = (str(path), st.st_size, st.st_mtime_ns)
+    if getattr(st, "etag", ""):  # an object's ETag changes with every rewrite, whatever the time
+        identity = (*identity, st.etag)
     return (*identity, file_sha1(path)) if content else identity
 
 
