@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from ccdflow import synthetic as syn
 from ccdflow.cli import main
-from ccdflow.errors import ConfigError
+from ccdflow.errors import ConfigError, NightAbortedError
 from ccdflow.night import load_config, reduce_night
 
 CALIBRATION = {"overscans": "header", "overscan_method": "median_per_line",
@@ -124,6 +124,17 @@ def test_a_missing_input_url_is_named(tmp_path, s3_bucket):
                                  output=f"{bucket}/reduced", options=options))
     with pytest.raises(ConfigError, match=f"{bucket}/nowhere/night.csv: cannot read the file list"):
         reduce_night(config, echo=lambda *_: None, progress=False)
+
+
+def test_an_output_bucket_that_does_not_exist_stops_the_night_naming_the_url(tmp_path, s3_bucket):
+    bucket, options = s3_bucket
+    raw = _raw_night(tmp_path / "night")
+    config = load_config(_config(tmp_path, filelist=str(raw / "night.csv"),
+                                 output="s3://ccdflow-no-such-bucket/out", options=options))
+    with pytest.raises(NightAbortedError, match="s3://ccdflow-no-such-bucket/out/.*does not exist"):
+        reduce_night(config, echo=lambda *_: None, progress=False)
+    assert not fsspec.filesystem("s3", skip_instance_cache=True, **options).exists(
+        "ccdflow-no-such-bucket")  # never created by the run
 
 
 @pytest.mark.parametrize(("options", "message"), [

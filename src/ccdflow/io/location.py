@@ -65,10 +65,24 @@ def reaching(url: str) -> Iterator[None]:
     """
     try:
         yield
-    except (OSError, CcdflowError):
+    except CcdflowError:
         raise
+    except OSError as err:
+        if err.filename:
+            raise
+        raise _naming(err, url) from err
     except Exception as err:  # the library's own kinds (botocore's, aiohttp's, TypeError for options)
         raise StorageError(url, f"{type(err).__name__}: {err}") from err
+
+
+def _naming(err: OSError, url: str) -> OSError:
+    """The same kind of error, naming the URL (fsspec's carry only the store's message)."""
+    try:
+        if err.errno:
+            return type(err)(err.errno, err.strerror or str(err), url)
+        return type(err)(f"{url}: {err}")
+    except TypeError:  # a library's OSError subclass with a constructor of its own
+        return StorageError(url, f"{type(err).__name__}: {err}")
 
 
 def _reached(method):
