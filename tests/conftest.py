@@ -89,3 +89,30 @@ def mount_tmpfs(tmp_path):
     yield mount
     for folder in mounted:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3-compatible server (moto's) on 127.0.0.1 and a free port, for the module's tests."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    """A new empty bucket on the test server: its URL and the storage options that reach it."""
+    import re
+
+    import boto3
+
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    name = re.sub(r"[^a-z0-9]+", "-", f"ccdflow-{request.node.name.lower()}")[:60].strip("-")
+    boto3.client("s3", aws_access_key_id="testing", aws_secret_access_key="testing",
+                 endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return f"s3://{name}", options

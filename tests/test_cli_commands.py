@@ -36,7 +36,8 @@ def test_init_writes_the_commented_template(tmp_path):
     config = load_config(path)  # valid as written, every key at its default
     assert config.filelist == (tmp_path / "new" / "night.csv").resolve()
     assert set(yaml.safe_load(text)) == {"input", "output", "calibration", "combine", "min_frames",
-                                         "stack_lights", "keep_cube", "quality", "resume", "cluster"}
+                                         "stack_lights", "keep_cube", "quality", "resume", "cluster",
+                                         "storage_options"}
 
 
 def test_init_keeps_an_existing_config_unless_forced(tmp_path):

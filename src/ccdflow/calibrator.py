@@ -35,6 +35,7 @@ from ccdflow.errors import ConfigError
 from ccdflow.io.detectors import header_detectors, load_instrument, open_detector_frame, pick_detector
 from ccdflow.io.fits import Frame
 from ccdflow.io.frame_settings import FrameSettings, resolve_params
+from ccdflow.io.location import PATH_TYPES, as_location
 from ccdflow.io.nddata import IN_MEMORY, as_frame, as_master, parse_quantity, to_ccddata
 from ccdflow.io.products import calibrated_header, read_master, write_calibrated
 from ccdflow.io.write import guard_inputs
@@ -49,7 +50,7 @@ _SETTINGS = ("overscans", "overscan_method", "overscan_params", "master_bias", "
 # numbers that may be given as astropy Quantities, and their units
 _UNITS = {"gain": u.electron / u.adu, "read_noise": u.electron, "exptime": u.s, "saturation": u.adu}
 # what a master may be given as
-_MASTER_TYPES = (str, os.PathLike, Master, NDData, np.ndarray)
+_MASTER_TYPES = (*PATH_TYPES, Master, NDData, np.ndarray)
 
 
 class Calibrator:
@@ -253,9 +254,9 @@ class Calibrator:
         return settings
 
     def _load_master(self, value: Any, kind: str) -> Master | None:
-        if not isinstance(value, str | os.PathLike):
+        if not isinstance(value, PATH_TYPES):
             return as_master(value, kind=kind)
-        path = Path(value)
+        path = as_location(value)
         try:
             st = path.stat()
         except OSError:
@@ -359,9 +360,9 @@ class Calibrator:
         """
         s = self._settings(overrides)
         if calibrated is not None:
-            guard_inputs([calibrated], inputs=[*([raw] if isinstance(raw, str | os.PathLike) else []),
+            guard_inputs([calibrated], inputs=[*([raw] if isinstance(raw, PATH_TYPES) else []),
                                                *(s[f"master_{k}"] for k in ("bias", "dark", "flat")
-                                                 if isinstance(s[f"master_{k}"], str | os.PathLike))])
+                                                 if isinstance(s[f"master_{k}"], PATH_TYPES))])
         frame, images, detector = _open(raw, header, s)
         params, masters, dark_scale, norm = self._resolve(frame, s, images, detector)
         # one frame is one task: run it here, never ship it (and the masters) to a scheduler
@@ -371,7 +372,7 @@ class Calibrator:
         image, error, mask, stats = calibrate_array(raw_pixels, params=params, masters=masters,
                                                     dark_scale=dark_scale, norm=norm,
                                                     quality=s["quality"])
-        name = IN_MEMORY if str(frame.path) == IN_MEMORY else Path(raw).name
+        name = IN_MEMORY if str(frame.path) == IN_MEMORY else as_location(raw).name
         header = calibrated_header(frame.header, params=params, masters=masters,
                                    dark_scale=dark_scale, flat_norm=norm, stats=stats,
                                    history=f"raw file {name}")
@@ -391,7 +392,7 @@ def _open(raw: Any, header: fits.Header | None, s: dict[str, Any]
     given detector reading other HDUs than ``raw_hdu`` opens them all.
     """
     detector, from_header = s["amplifiers"], False
-    is_path = isinstance(raw, str | os.PathLike)
+    is_path = isinstance(raw, PATH_TYPES)
     if is_path and detector is None:
         found = header_detectors(raw, hdu=s["raw_hdu"])
         if found:

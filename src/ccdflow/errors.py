@@ -16,6 +16,7 @@ __all__ = [
     "OutputTreeError",
     "NightAbortedError",
     "WorkerMemoryError",
+    "StorageError",
     "CcdflowWarning",
     "ExposureTimeWarning",
 ]
@@ -199,6 +200,39 @@ class WorkerMemoryError(CcdflowError, MemoryError):
     >>> isinstance(WorkerMemoryError("a.fits: needs 270 MiB, workers allow 120 MiB"), MemoryError)
     True
     """
+
+
+class StorageError(CcdflowError, OSError):
+    """A file or folder named by URL cannot be reached with the storage options given.
+
+    Raised for what the filesystem library reports as anything but an ``OSError`` (missing
+    credentials, an option it does not know, an endpoint that does not answer); an ``OSError``
+    (a missing object, access denied) passes as it is.
+
+    Parameters
+    ----------
+    url : str
+        The file or folder.
+    message : str
+        What went wrong.
+
+    Examples
+    --------
+    >>> err = StorageError("s3://bucket/night.csv", "NoCredentialsError: Unable to locate credentials")
+    >>> print(err); isinstance(err, OSError), err.url
+    s3://bucket/night.csv: NoCredentialsError: Unable to locate credentials
+    (True, 's3://bucket/night.csv')
+    """
+
+    def __init__(self, url: str, message: str):
+        self.url, self.reason = str(url), message
+        super().__init__(f"{self.url}: {message}")
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.reason}"
+
+    def __reduce__(self):
+        return (type(self), (self.url, self.reason))
 
 
 def _rebuild_tree_error(folder: str, target: str, why: str) -> OutputTreeError:

@@ -179,7 +179,8 @@ def test_example_yaml_names_every_key():
     data = yaml.safe_load(EXAMPLE.read_text())
     fields = lambda cls: {f.name for f in dataclasses.fields(cls)}  # noqa: E731
     assert set(data) == {"input", "output", "calibration", "combine", "min_frames",
-                         "stack_lights", "keep_cube", "quality", "resume", "cluster"}
+                         "stack_lights", "keep_cube", "quality", "resume", "cluster",
+                         "storage_options"}
     own = {"bad_pixel_mask", "bad_pixel_params", "bad_pixels"}
     assert set(data["quality"]) == fields(QualityParams) | own
     assert set(data["quality"]["cosmic"]) == fields(CosmicRayParams)

@@ -49,7 +49,6 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -62,6 +61,7 @@ from ccdflow.array.sections import Region
 from ccdflow.errors import ConfigError, FrameError, FrameReadError
 from ccdflow.io.fits import Frame, open_frame
 from ccdflow.io.headers import UNSET_TEXT, exposure_time
+from ccdflow.io.location import as_location, open_fits
 
 __all__ = ["DetectorImages", "Fallbacks", "assembled_header", "detectors_from_hdul",
            "header_detectors", "load_instrument", "open_detector_frame", "parse_binning",
@@ -342,7 +342,7 @@ def read_detectors(path: str | os.PathLike, *, fallbacks: Fallbacks = Fallbacks(
     >>> read_detectors("sami_bias_20170331_4x4.fits.gz", fallbacks=Fallbacks(gain=2.1))  # doctest: +SKIP
     """
     try:
-        with fits.open(path) as hdul:
+        with open_fits(path) as hdul:
             return detectors_from_hdul(hdul, path=path, fallbacks=fallbacks)
     except OSError as err:
         raise FrameReadError(path, f"cannot read: {err}") from err
@@ -395,7 +395,7 @@ def header_detectors(path: str | os.PathLike, *, hdu: int = 0) -> list[Detector]
         # reader, which checks it fully
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyUserWarning)
-            hdul = fits.open(path)
+            hdul = open_fits(path)
             with hdul:
                 try:
                     header = hdul[hdu].header
@@ -450,7 +450,7 @@ def assembled_header(path: str | os.PathLike, detector: Detector) -> fits.Header
     'ZERO'
     """
     try:
-        with fits.open(path) as hdul:
+        with open_fits(path) as hdul:
             header = hdul[0].header.copy()
             first = hdul[detector.amplifiers[0].hdu].header
             for card in first.cards:
@@ -502,7 +502,7 @@ def open_detector_frame(path: str | os.PathLike, detector: Detector, *,
               for h in detector.hdus}
     header = assembled_header(path, detector)
     t = exptime if exptime is not None else exposure_time(header, path=str(path))
-    frame = Frame(data=images[detector.hdus[0]], header=header, path=Path(path),
+    frame = Frame(data=images[detector.hdus[0]], header=header, path=as_location(path),
                   hdu=detector.hdus[0] if isinstance(detector.hdus[0], int) else 0, exptime=t)
     return DetectorImages(frame=frame, images=images)
 

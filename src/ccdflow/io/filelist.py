@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
@@ -13,6 +16,7 @@ from ccdflow.errors import CcdflowError, ConfigError, FrameReadError
 from ccdflow.io.detectors import assembled_header, header_detectors
 from ccdflow.io.fits import read_header
 from ccdflow.io.headers import frame_type
+from ccdflow.io.location import RemotePath, as_location, is_local
 
 __all__ = ["ListedFrame", "drop_duplicates", "read_filelist", "scan_directory"]
 
@@ -36,7 +40,8 @@ class ListedFrame:
     ignored: str | None = None
 
 
-def read_filelist(path: str | os.PathLike) -> list[ListedFrame]:
+def read_filelist(path: str | os.PathLike | RemotePath, *,
+                  storage_options: Mapping[str, Any] | None = None) -> list[ListedFrame]:
     """Read a CSV file list of 2 or 3 columns: ``type, path[, hdu]``.
 
     Whitespace around fields is stripped, blank lines and lines starting with ``#`` are skipped,
@@ -45,8 +50,11 @@ def read_filelist(path: str | os.PathLike) -> list[ListedFrame]:
 
     Parameters
     ----------
-    path : str or path-like
-        The CSV file.
+    path : str, path-like or RemotePath
+        The CSV file (a URL such as ``s3://bucket/night.csv`` too).
+    storage_options : mapping, optional
+        fsspec options for frames named by URL in a local list (a remote list's own are used for
+        the frames beside it).
 
     Returns
     -------
@@ -61,11 +69,13 @@ def read_filelist(path: str | os.PathLike) -> list[ListedFrame]:
     --------
     >>> frames = read_filelist("night.csv")  # doctest: +SKIP
     """
-    path = Path(path)
+    path = as_location(path, storage_options=storage_options)
+    if storage_options is None and isinstance(path, RemotePath):
+        storage_options = path.storage_options
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often write a BOM
     except OSError as err:
-        raise ConfigError(str(path), f"cannot read the file list: {err.strerror}") from err
+        raise ConfigError(str(path), f"cannot read the file list: {err.strerror or err}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(str(path), f"the file list is not UTF-8 text: {err}") from err
     frames = []
@@ -85,16 +95,14 @@ def read_filelist(path: str | os.PathLike) -> list[ListedFrame]:
                 raise ConfigError(where, f"HDU must be an integer, got {fields[2]!r}") from None
             if hdu < 0:
                 raise ConfigError(where, f"HDU must be >= 0, got {hdu}")
-        frame_path = Path(fields[1]).expanduser()
-        if not frame_path.is_absolute():
-            frame_path = path.parent / frame_path
+        frame_path = as_location(fields[1], storage_options=storage_options, base=path.parent)
         frames.append(ListedFrame(kind, frame_path.resolve(), hdu, where))
     if not frames:
         raise ConfigError(str(path), "the file list names no frames")
     return frames
 
 
-def scan_directory(directory: str | os.PathLike) -> list[ListedFrame]:
+def scan_directory(directory: str | os.PathLike | RemotePath) -> list[ListedFrame]:
     """List the FITS frames of a folder, typed by their ``IMAGETYP`` (or ``OBSTYPE``) card.
 
     One odd file never stops the scan: a file that cannot be read as FITS (empty, truncated,
@@ -121,7 +129,7 @@ def scan_directory(directory: str | os.PathLike) -> list[ListedFrame]:
     --------
     >>> frames = scan_directory("raw/")  # doctest: +SKIP
     """
-    directory = Path(directory)
+    directory = as_location(directory)
     if not directory.is_dir():
         raise ConfigError(str(directory), "not a folder")
     frames = [_classify(path) for path in sorted(directory.iterdir())
@@ -193,11 +201,11 @@ def drop_duplicates(frames: list[ListedFrame]) -> tuple[list[ListedFrame], list[
     seen: dict[tuple, ListedFrame] = {}
     kept, warnings = [], []
     for frame in frames:
-        try:
-            st = os.stat(frame.path)
-            identity: tuple = ("inode", st.st_dev, st.st_ino, frame.hdu)
-        except OSError:  # unreadable: its failure is reported once, under its path
-            identity = ("path", str(frame.path), frame.hdu)
+        identity: tuple = ("path", str(frame.path), frame.hdu)  # an object store has no links
+        if is_local(frame.path):
+            with contextlib.suppress(OSError):  # unreadable: reported once, under its path
+                st = os.stat(frame.path)
+                identity = ("inode", st.st_dev, st.st_ino, frame.hdu)
         first = seen.get(identity)
         if first is None:
             seen[identity] = frame

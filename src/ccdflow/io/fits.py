@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from ccdflow.errors import ConfigError, FrameReadError, IncompatibleFramesError
 from ccdflow.io.fits_integrity import READ_ERRORS, check_cards
 from ccdflow.io.fits_scaling import scale_into
 from ccdflow.io.headers import exposure_time
+from ccdflow.io.location import RemotePath, as_location, open_binary
 
 __all__ = [
     "Frame", "PlainLayout", "open_frame", "open_stack", "read_band", "read_header", "read_layout",
@@ -111,8 +113,7 @@ class PlainLayout:
 _BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
-def _plain_layout(hdul: fits.HDUList, index: int, chosen, st: os.stat_result
-                  ) -> PlainLayout | None:
+def _plain_layout(hdul: fits.HDUList, index: int, chosen, st) -> PlainLayout | None:
     info = hdul.fileinfo(index)
     if (info is None or isinstance(chosen, fits.CompImageHDU)
             or getattr(info["file"], "compression", None)):
@@ -127,7 +128,7 @@ def _plain_layout(hdul: fits.HDUList, index: int, chosen, st: os.stat_result
                        stamp=(st.st_size, st.st_mtime_ns))
 
 
-def read_layout(path: str | os.PathLike, *, hdu: int = 0
+def read_layout(path: str | os.PathLike | RemotePath, *, hdu: int = 0
                 ) -> tuple[int, fits.Header, PlainLayout | None]:
     """Read one image HDU's header, and where its pixels are when the file is uncompressed.
 
@@ -143,14 +144,15 @@ def read_layout(path: str | os.PathLike, *, hdu: int = 0
         If the file is missing, not FITS, truncated, has a header card that cannot be parsed, or
         the HDU is not a 2-D image.
     """
-    path = str(path)
+    source, path = _source(path), str(path)
     try:
         # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
-        with open(path, "rb") as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
+        # A remote one reads by byte ranges: the headers, never the pixels.
+        with open_binary(source) as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
             index, chosen = _image_hdu(hdul, hdu, path)
             check_cards(chosen.header, path=path, hdu=index)
             header = chosen.header.copy()
-            st = os.fstat(fh.fileno())
+            st = source.stat() if isinstance(source, RemotePath) else os.fstat(fh.fileno())
             _check_complete(hdul, index, st.st_size, path)
             layout = _plain_layout(hdul, index, chosen, st)
     except FrameReadError:
@@ -160,7 +162,13 @@ def read_layout(path: str | os.PathLike, *, hdu: int = 0
     return index, header, layout
 
 
-def read_header(path: str | os.PathLike, *, hdu: int = 0) -> tuple[int, fits.Header]:
+def _source(path: str | os.PathLike | RemotePath) -> str | RemotePath:
+    """A local file as its path string (today's fast paths), a URL as a `RemotePath`."""
+    where = as_location(path)
+    return where if isinstance(where, RemotePath) else str(where)
+
+
+def read_header(path: str | os.PathLike | RemotePath, *, hdu: int = 0) -> tuple[int, fits.Header]:
     """Read one image HDU's header without touching its pixels.
 
     Parameters
@@ -184,8 +192,10 @@ def read_header(path: str | os.PathLike, *, hdu: int = 0) -> tuple[int, fits.Hea
     return index, header
 
 
-def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> bool:
+def read_band(path: str | RemotePath, layout: PlainLayout, rows: slice, out: np.ndarray) -> bool:
     """Read full-width rows of an uncompressed image into ``out`` (float32), with one ``pread``.
+
+    A remote file's rows come in one ranged GET.
 
     The byte order conversion, the cast and the scaling happen in ``out`` (see
     `ccdflow.io.fits_scaling.scale_into`: each value rounded to float32 once); integer pixels
@@ -206,14 +216,19 @@ def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> b
     row_bytes = layout.shape[1] * layout.dtype.itemsize
     size = max(0, r1 - r0) * row_bytes
     try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            st = os.fstat(fd)
-            if (st.st_size, st.st_mtime_ns) != layout.stamp:
+        if isinstance(path, RemotePath):
+            data = _remote_band(path, layout, layout.offset + r0 * row_bytes, size)
+            if data is None:
                 return False
-            data = os.pread(fd, size, layout.offset + r0 * row_bytes)
-        finally:
-            os.close(fd)
+        else:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                st = os.fstat(fd)
+                if (st.st_size, st.st_mtime_ns) != layout.stamp:
+                    return False
+                data = os.pread(fd, size, layout.offset + r0 * row_bytes)
+            finally:
+                os.close(fd)
     except OSError as err:
         raise FrameReadError(path, f"cannot read pixels: {err}") from err
     if len(data) < size:
@@ -223,7 +238,15 @@ def read_band(path: str, layout: PlainLayout, rows: slice, out: np.ndarray) -> b
     return True
 
 
-def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np.ndarray:
+def _remote_band(path: RemotePath, layout: PlainLayout, start: int, size: int) -> bytes | None:
+    """``size`` bytes from ``start`` of an unchanged remote file (None if it changed)."""
+    st = path.stat()
+    if (st.st_size, st.st_mtime_ns) != layout.stamp:
+        return None
+    return path.fs.cat_file(path.path, start=start, end=min(start + size, st.st_size))
+
+
+def read_rows(path: str | RemotePath, hdu: int, rows: slice, cols: slice = slice(None)) -> np.ndarray:
     """Read a block of one image HDU as float32 with BZERO/BSCALE applied (one open, one read).
 
     Parameters
@@ -249,7 +272,7 @@ def read_rows(path: str, hdu: int, rows: slice, cols: slice = slice(None)) -> np
     return read_images(path, (hdu,), rows, cols)[hdu]
 
 
-def read_images(path: str, hdus: Sequence[int], rows: slice = slice(None),
+def read_images(path: str | RemotePath, hdus: Sequence[int], rows: slice = slice(None),
                 cols: slice = slice(None)) -> dict[int, np.ndarray]:
     """`read_rows` of several HDUs of one file, opened once (a gzip file is inflated once).
 
@@ -265,9 +288,11 @@ def read_images(path: str, hdus: Sequence[int], rows: slice = slice(None),
     out, hdu = {}, hdus[0]
     try:
         # Scaling ourselves avoids astropy's full-frame float64 copy of every 16-bit frame.
+        # a remote file is fetched whole, once, and read in memory
         with (
-            open(path, "rb") as fh,
-            fits.open(fh, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul,
+            io.BytesIO(path.read_bytes()) if isinstance(path, RemotePath) else open(path, "rb") as fh,
+            fits.open(fh, memmap=not isinstance(path, RemotePath), do_not_scale_image_data=True,
+                      lazy_load_hdus=True) as hdul,
         ):
             for hdu in hdus:
                 image = hdul[hdu]
@@ -322,7 +347,7 @@ class _FitsBlocks:
         return out[0] if np.ndim(np.arange(self.shape[0])[frames]) == 0 else out
 
 
-def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None = None,
+def open_frame(path: str | os.PathLike | RemotePath, *, hdu: int = 0, exptime: float | None = None,
                strict: bool = False) -> Frame:
     """Open one FITS image lazily: the header now, the pixels when the array is computed.
 
@@ -356,14 +381,14 @@ def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None =
     >>> frame = open_frame("raw1.fits")  # doctest: +SKIP
     >>> frame.data.mean().compute()  # doctest: +SKIP
     """
-    path = str(path)
+    path = _source(path)
     index, header, layout = read_layout(path, hdu=hdu)
     shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
     blocks = _FitsBlocks([path], [index], shape, [layout])
     stack = da.from_array(blocks, chunks=blocks.shape, asarray=False, lock=False,
                           meta=np.empty((0, 0, 0), np.float32), name=f"frame-{_token(path, index)}")
     if exptime is None:
-        t = exposure_time(header, path=path, strict=strict)
+        t = exposure_time(header, path=str(path), strict=strict)
     else:
         try:
             t = float(exptime)
@@ -371,7 +396,7 @@ def open_frame(path: str | os.PathLike, *, hdu: int = 0, exptime: float | None =
             t = float("nan")
         if not (np.isfinite(t) and t >= 0):
             raise ConfigError("exptime", f"{exptime!r} is not a non-negative exposure time")
-    return Frame(data=stack[0], header=header, path=Path(path), hdu=index, exptime=t)
+    return Frame(data=stack[0], header=header, path=as_location(path), hdu=index, exptime=t)
 
 
 def open_stack(paths: Sequence[str | os.PathLike], *, hdu: int | Sequence[int] = 0,
@@ -415,7 +440,7 @@ def open_stack(paths: Sequence[str | os.PathLike], *, hdu: int | Sequence[int] =
     >>> stack.shape, stack.chunks[1], float(stack[:, 0, 0].mean().compute())
     ((3, 40, 8), (16, 16, 8), 1001.0)
     """
-    paths = [str(p) for p in paths]
+    paths = [_source(p) for p in paths]
     if not paths:
         raise IncompatibleFramesError("<stack>", "no frames to stack")
     hdus = [hdu] * len(paths) if isinstance(hdu, int) else list(hdu)
@@ -443,7 +468,10 @@ def _token(*parts) -> str:
     stamp = []
     for part in parts:
         stamp.append(part)
-        if isinstance(part, str) and os.path.exists(part):
+        if isinstance(part, RemotePath):
+            st = part.stat()
+            stamp.extend((part.url, st.st_size, st.st_mtime_ns, st.etag))
+        elif isinstance(part, str) and os.path.exists(part):
             st = os.stat(part)
             stamp.extend((st.st_size, st.st_mtime_ns))
 

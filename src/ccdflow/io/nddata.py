@@ -23,6 +23,7 @@ from ccdflow.array.calibration import Master
 from ccdflow.errors import ConfigError
 from ccdflow.io.fits import Frame, open_frame, read_header, read_rows
 from ccdflow.io.headers import exposure_time, find_exposure_time
+from ccdflow.io.location import PATH_TYPES
 from ccdflow.io.products import read_extensions, read_master
 
 __all__ = ["IN_MEMORY", "as_frame", "as_master", "parse_quantity", "parse_unit", "read_product",
@@ -142,7 +143,7 @@ def as_frame(raw: Any, *, header: fits.Header | None = None, hdu: int = 0,
     >>> frame.shape, frame.exptime, str(frame.path)
     ((3, 4), 5.0, '<in memory>')
     """
-    if isinstance(raw, str | os.PathLike):
+    if isinstance(raw, PATH_TYPES):
         return open_frame(raw, hdu=hdu, exptime=exptime)
     pixels = _pixels(raw, key="raw", units=_RAW_UNITS)
     head = _header_of(raw, header)
@@ -169,7 +170,7 @@ def as_master(value: Any, *, kind: str) -> Master | None:
     """
     if value is None or isinstance(value, Master):
         return value
-    if isinstance(value, str | os.PathLike):
+    if isinstance(value, PATH_TYPES):
         return read_master(value)
     key = f"master_{kind}"
     units = (u.dimensionless_unscaled,) if kind == "flat" else (u.adu, u.adu / u.s)

@@ -17,6 +17,7 @@ from ccdflow.array.masks import MASK_DTYPE, mask_header
 from ccdflow.errors import FrameReadError
 from ccdflow.io.fits import read_header, read_rows
 from ccdflow.io.headers import GAIN_KEYS, READ_NOISE_KEYS, SATURATION_KEYS, find_exposure_time
+from ccdflow.io.location import RemotePath, as_location, open_binary, open_fits
 from ccdflow.io.names import header_text
 from ccdflow.io.write import write_fits
 
@@ -354,10 +355,10 @@ def write_master(path: str | os.PathLike, *, data: np.ndarray, error: np.ndarray
     return write_fits(path, hdus, overwrite=overwrite, checksum=True)
 
 
-def file_sha1(path: str | os.PathLike) -> str:
+def file_sha1(path: str | os.PathLike | RemotePath) -> str:
     """SHA-1 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha1(usedforsecurity=False)
-    with open(path, "rb") as handle:
+    with open_binary(path) as handle:
         for block in iter(lambda: handle.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -381,10 +382,11 @@ def read_extensions(path: str | os.PathLike, *, shape: tuple[int, ...]
     FrameReadError
         If an extension cannot be read or its shape differs from ``shape``.
     """
+    source = path if isinstance(path, RemotePath) else str(path)
     path = str(path)
     error = mask = None
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with open_fits(source, memmap=False) as hdul:
             name = next((n for n in ("ERROR", "UNCERT") if n in hdul), None)
             if name is not None:
                 error = np.array(hdul[name].data, dtype=np.float64)
@@ -436,7 +438,7 @@ def read_master(path: str | os.PathLike, *, hdu: int = 0) -> Master:
     >>> read_master(path).data.tolist()
     [[300.0, nan], [300.0, 300.0]]
     """
-    path = str(path)
+    path = path if isinstance(path, RemotePath) else str(path)
     index, header = read_header(path, hdu=hdu)
     data = read_rows(path, index, slice(None))
     error, mask = read_extensions(path, shape=data.shape)
@@ -446,9 +448,9 @@ def read_master(path: str | os.PathLike, *, hdu: int = 0) -> Master:
     return Master(
         data=data,
         error=error,
-        exptime=find_exposure_time(header, path=path),
+        exptime=find_exposure_time(header, path=str(path)),
         inv_exptime=float(inv_exptime) if isinstance(inv_exptime, int | float) else None,
-        name=Path(path).name,
+        name=as_location(path).name,
         sha1=file_sha1(path),
         header=header,
     )

@@ -3,7 +3,8 @@
 Reading a product, its robust statistics and its picture cost tens of milliseconds; a night of a
 thousand lights would spend most of a rerun redrawing pictures of files it did not touch. The page
 keeps them in ``report.cache.json`` beside ``report.json``, each under the product's path, size
-and modification time (ns): a product written again, or replaced, is read again.
+and modification time (ns; and an object's ETag): a product written again, or replaced, is read
+again.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 
+from ccdflow.io.location import RemotePath, as_location, open_fits, stat
 from ccdflow.io.pictures import image_stats, png_data_uri
 from ccdflow.io.write import atomic_path
 
@@ -30,7 +30,7 @@ CACHE_NAME = "report.cache.json"
 _FORMAT = 1
 
 
-def summarize_product(path: Path, *, max_side: int) -> dict[str, Any]:
+def summarize_product(path: Path | RemotePath, *, max_side: int) -> dict[str, Any]:
     """What the page shows of a product: its picture, statistics and a few header cards.
 
     Returns
@@ -41,7 +41,7 @@ def summarize_product(path: Path, *, max_side: int) -> dict[str, Any]:
         pixels with a ``MASK`` bit, None without), ``count_picture`` and ``count_range`` (of a
         master's ``NCOMBINE`` map, None without), ``filter`` and ``exptime`` (header cards).
     """
-    with fits.open(path, memmap=False) as hdus:
+    with open_fits(path, memmap=False) as hdus:
         image = np.asarray(hdus[0].data, dtype=np.float32)
         names = {hdu.name for hdu in hdus}
         stats = image_stats(image)
@@ -70,7 +70,7 @@ class ProductSummaries:
 
     Parameters
     ----------
-    output_dir : Path
+    output_dir : Path or RemotePath
         The night's output folder (the cache is ``output_dir / CACHE_NAME``).
 
     Examples
@@ -86,8 +86,8 @@ class ProductSummaries:
     (7.5, 0)
     """
 
-    def __init__(self, output_dir: Path):
-        self.path = Path(output_dir) / CACHE_NAME
+    def __init__(self, output_dir: Path | RemotePath):
+        self.path = as_location(output_dir) / CACHE_NAME
         self.read = 0  # products read (not found unchanged in the cache)
         self._used: dict[str, dict] = {}
         try:
@@ -96,11 +96,12 @@ class ProductSummaries:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self._kept = {}  # none yet, or unreadable: every product is read
 
-    def get(self, path: Path, *, max_side: int) -> dict[str, Any]:
+    def get(self, path: Path | RemotePath, *, max_side: int) -> dict[str, Any]:
         """The product's summary: from the cache if its size and time are unchanged, else read."""
-        status = os.stat(path)
+        status = stat(path)
         key = f"{path.parent.name}/{path.name}@{max_side}"
-        stamp = [status.st_size, status.st_mtime_ns]
+        # an object's time counts whole seconds: its ETag tells a rewrite within one
+        stamp = [status.st_size, status.st_mtime_ns, getattr(status, "etag", "")]
         entry = self._kept.get(key)
         if not (isinstance(entry, dict) and entry.get("stamp") == stamp):
             entry = {"stamp": stamp, "summary": summarize_product(path, max_side=max_side)}

@@ -18,6 +18,7 @@ from typing import Any
 
 from ccdflow.errors import CcdflowError, ConfigError
 from ccdflow.io.filelist import read_filelist
+from ccdflow.io.location import as_location
 from ccdflow.io.report_cache import ProductSummaries
 from ccdflow.io.report_style import PAGE_CSS
 from ccdflow.io.write import atomic_path
@@ -137,13 +138,16 @@ def _masters(output_dir: Path, report: dict, *, max_side: int, summaries: Produc
     return f'<section><h2>Masters</h2><div class="masters">{cards}</div></section>'
 
 
-def _input_order(report: dict, paths: list[str]) -> list[str]:
-    """The frames in the order of the night's file list when it is still readable, else by name."""
+def _input_order(report: dict, paths: list[str], *, options: dict | None = None) -> list[str]:
+    """The frames in the order of the night's file list when it is still readable, else by name.
+
+    ``options``: the storage options of a list named by URL (a night has one set for all).
+    """
     listed = (report.get("config") or {}).get("input", {}).get("filelist")
     rank: dict[str, int] = {}
     if listed:
         try:
-            rank = {str(f.path): i for i, f in enumerate(read_filelist(listed))}
+            rank = {str(f.path): i for i, f in enumerate(read_filelist(listed, storage_options=options))}
         except (CcdflowError, OSError) as err:
             logger.info("lights listed by name: the file list is not readable (%s)", err)
     return sorted(paths, key=lambda p: (rank.get(p, len(rank)), p))
@@ -180,7 +184,8 @@ def _lights(output_dir: Path, report: dict, *, max_side: int, summaries: Product
              "noise (robust std)", "flagged", "time [s]")
     rows = "".join(_light_row(output_dir, i + 1, raw, frames[raw], max_side=max_side,
                               summaries=summaries)
-                   for i, raw in enumerate(_input_order(report, list(frames))))
+                   for i, raw in enumerate(_input_order(
+                       report, list(frames), options=getattr(output_dir, "storage_options", None))))
     return (f"<section><h2>Lights ({len(frames)})</h2><table class=lights><thead><tr>"
             + "".join(f"<th>{h}</th>" for h in heads) + f"</tr></thead><tbody>{rows}</tbody></table>"
             "<p class=note>Sky and noise are the median and 1.4826&times;MAD of the calibrated image "
@@ -204,10 +209,11 @@ def _stacks(output_dir: Path, report: dict, *, max_side: int, summaries: Product
 
 def render_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> str:
     """The HTML text of the night's page (see `write_report_page`)."""
-    return _render(Path(output_dir), max_side=max_side, summaries=ProductSummaries(Path(output_dir)))
+    location = as_location(output_dir)
+    return _render(location, max_side=max_side, summaries=ProductSummaries(location))
 
 
-def _render(output_dir: Path, *, max_side: int, summaries: ProductSummaries) -> str:
+def _render(output_dir, *, max_side: int, summaries: ProductSummaries) -> str:
     try:
         report = json.loads((output_dir / "report.json").read_text())
     except OSError as err:
@@ -264,9 +270,10 @@ def write_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> 
     >>> write_report_page("reduced/")  # doctest: +SKIP
     PosixPath('reduced/report.html')
     """
-    summaries = ProductSummaries(Path(output_dir))
-    text = _render(Path(output_dir), max_side=max_side, summaries=summaries)
-    path = Path(output_dir) / "report.html"
+    location = as_location(output_dir)
+    summaries = ProductSummaries(location)
+    text = _render(location, max_side=max_side, summaries=summaries)
+    path = location / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     summaries.save()

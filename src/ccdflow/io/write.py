@@ -1,16 +1,23 @@
-"""Safe writes: products never land on an input, and appear atomically (temporary file, `os.replace`)."""
+"""Safe writes: products never land on an input, and appear atomically.
+
+Locally a temporary file beside the product, then `os.replace`; on an object store one whole-object
+PUT (see `ccdflow.io.location`), which the store makes atomic.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from astropy.io import fits
 
 from ccdflow.errors import CcdflowError, InputOverwriteError, OutputExistsError, OutputTreeError
+from ccdflow.io.location import Location, RemotePath, as_location
 
 __all__ = ["atomic_path", "check_output_tree", "guard_inputs", "remove_stale_temporaries",
            "write_fits"]
@@ -20,8 +27,13 @@ TEMP_PREFIX = ".ccdflow-"
 TEMP_SUFFIX = ".part"
 
 
-def _identities(path: Path) -> list[tuple]:
-    """What makes two spellings the same file: device and inode where it exists, and the real path."""
+def _identities(path: Location) -> list[tuple]:
+    """What makes two spellings the same file: device and inode where it exists, and the real path.
+
+    An object has one spelling (its URL, with ``..`` already folded): an object store has no links.
+    """
+    if isinstance(path, RemotePath):
+        return [("url", path.url)]
     keys: list[tuple] = [("path", os.path.realpath(path))]
     with contextlib.suppress(OSError):
         st = path.stat()
@@ -61,12 +73,12 @@ def guard_inputs(outputs: Iterable[str | os.PathLike], *,
     ...     print(isinstance(err, FileExistsError))
     True
     """
-    known: dict[tuple, Path] = {}
+    known: dict[tuple, Location] = {}
     for path in inputs:
-        for key in _identities(Path(path)):
-            known.setdefault(key, Path(path))
+        for key in _identities(as_location(path)):
+            known.setdefault(key, as_location(path))
     for path in outputs:
-        for key in _identities(Path(path)):
+        for key in _identities(as_location(path)):
             if key in known:
                 raise InputOverwriteError(path, known[key])
 
@@ -100,6 +112,8 @@ def check_output_tree(output: str | os.PathLike, folders: Iterable[str]) -> None
     ...     print("lights" in str(err))
     True
     """
+    if isinstance(output, RemotePath):
+        return  # an object store has no links to follow
     root = Path(os.path.realpath(output))
     for name in folders:
         folder = Path(output) / name
@@ -126,6 +140,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     >>> [p.name for p in remove_stale_temporaries(folder)], sorted(p.name for p in folder.iterdir())
     (['.ccdflow-a.fits-1f2e.part'], ['.mine.part'])
     """
+    if isinstance(folder, RemotePath):
+        return []  # remote products are whole-object PUTs: nothing temporary is ever left there
     removed = []
     for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
         if path.is_file() and not path.is_symlink():
@@ -147,15 +163,16 @@ def _new_temporary(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike | RemotePath, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
 
     The temporary is named ``.ccdflow-<name>-<random>.part`` and created with the permissions the
-    user's umask gives, which the product keeps.
+    user's umask gives, which the product keeps. For a `RemotePath` the temporary is a local file,
+    sent on success as one whole-object PUT.
 
     Parameters
     ----------
-    path : str or path-like
+    path : str, path-like or RemotePath
         The final file. Its folder is created if needed.
     overwrite : bool
         Whether an existing file may be replaced.
@@ -174,9 +191,13 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     >>> path.read_text(), sorted(p.name for p in path.parent.iterdir())
     ('done', ['note.txt'])
     """
-    path = Path(path)
+    path = as_location(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists and overwrite is off")
+    if isinstance(path, RemotePath):
+        with _remote_temporary(path) as tmp:
+            yield tmp
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temporary(path)
     try:
@@ -191,8 +212,17 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         tmp.unlink(missing_ok=True)
 
 
-def write_fits(path: str | os.PathLike, hdul: fits.HDUList, *, overwrite: bool = True,
-               checksum: bool = False) -> Path:
+@contextlib.contextmanager
+def _remote_temporary(path: RemotePath) -> Iterator[Path]:
+    """A local temporary whose bytes become ``path`` in one PUT when the block succeeds."""
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as folder:
+        tmp = Path(folder) / path.name
+        yield tmp
+        path.write_bytes(tmp.read_bytes())
+
+
+def write_fits(path: str | os.PathLike | RemotePath, hdul: fits.HDUList, *, overwrite: bool = True,
+               checksum: bool = False) -> Location:
     """Write an HDU list atomically, never leaving a partial file at ``path``.
 
     ``checksum`` adds FITS ``CHECKSUM``/``DATASUM`` cards; it costs about as much as the write
@@ -205,6 +235,14 @@ def write_fits(path: str | os.PathLike, hdul: fits.HDUList, *, overwrite: bool =
     >>> write_fits(path, fits.HDUList([fits.PrimaryHDU(np.zeros((2, 2)))])).name
     'zeros.fits'
     """
+    path = as_location(path)
+    if isinstance(path, RemotePath):  # serialized in memory, sent as one PUT
+        if not overwrite and path.exists():
+            raise OutputExistsError(f"{path}: exists and overwrite is off")
+        buffer = io.BytesIO()
+        hdul.writeto(buffer, checksum=checksum)
+        path.write_bytes(buffer.getvalue())
+        return path
     with atomic_path(path, overwrite=overwrite) as tmp:
         hdul.writeto(tmp, overwrite=True, checksum=checksum)
-    return Path(path)
+    return path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from ccdflow.array.sections import Region, parse_region
 from ccdflow.errors import ConfigError
 from ccdflow.io.detectors import load_instrument
 from ccdflow.io.frame_settings import HEADER, OFF, FrameSettings
+from ccdflow.io.location import Location, as_location
 from ccdflow.night.cluster_config import ClusterConfig, check_scheduler
 
 __all__ = ["CalibrationConfig", "ClusterConfig", "NightConfig", "ResumeMode", "check_scheduler",
@@ -112,6 +113,22 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
     return dict(value)
+
+
+def _location(value: Any, key: str, *, base: Path, storage_options: Mapping[str, Any]) -> Location:
+    """A path relative to ``base``, or a URL (``s3://...``) opened with ``storage_options``."""
+    if isinstance(value, bool) or not isinstance(value, str | Path) or not str(value).strip():
+        raise ConfigError(key, f"expected a path or URL, got {value!r}")
+    return as_location(value, storage_options=storage_options, base=base)
+
+
+def _storage_options(value: Any) -> dict[str, Any]:
+    """The ``storage_options`` mapping: string keys, passed to fsspec as they are."""
+    options = _mapping(value, "storage_options")
+    for name in options:
+        if not isinstance(name, str) or not name:
+            raise ConfigError("storage_options", f"keys must be option names, got {name!r}")
+    return options
 
 
 def _path_value(value: Any, key: str) -> Path:
@@ -337,6 +354,9 @@ class NightConfig:
         What is flagged in the lights; the bad-pixel mask.
     source : Path, optional
         The YAML file read, if any.
+    storage_options : dict
+        fsspec options (``key``, ``secret``, ``client_kwargs``, ...) for the inputs and the output
+        when they are URLs (``s3://bucket/night``, ``gs://...``).
 
     Examples
     --------
@@ -345,9 +365,9 @@ class NightConfig:
     (True, 3)
     """
 
-    filelist: Path | None = None
-    directory: Path | None = None
-    output: Path = Path("reduced")
+    filelist: Location | None = None
+    directory: Location | None = None
+    output: Location = Path("reduced")
     calibration: CalibrationConfig = CalibrationConfig()
     combine: CombineByKind = CombineByKind()
     min_frames: MinFrames = MinFrames()
@@ -357,14 +377,16 @@ class NightConfig:
     cluster: ClusterConfig = ClusterConfig()
     quality: QualityConfig = QualityConfig()
     source: Path | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if (self.filelist is None) == (self.directory is None):
             raise ConfigError("input", "give exactly one of 'filelist' and 'directory'")
+        object.__setattr__(self, "storage_options", _storage_options(self.storage_options))
         for name in ("filelist", "directory", "output", "source"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, Path(value))
+                object.__setattr__(self, name, as_location(value, storage_options=self.storage_options))
         for name, kind in (("calibration", CalibrationConfig), ("combine", CombineByKind),
                            ("min_frames", MinFrames), ("cluster", ClusterConfig),
                            ("quality", QualityConfig)):
@@ -382,7 +404,7 @@ class NightConfig:
         if not isinstance(data, Mapping):
             raise ConfigError("<config>", f"expected a mapping at the top, got {type(data).__name__}")
         known = {"input", "output", "calibration", "combine", "min_frames", "stack_lights", "keep_cube",
-                 "cluster", "quality", "resume"}
+                 "cluster", "quality", "resume", "storage_options"}
         for name in data:
             if name not in known:
                 raise ConfigError(str(name), f"unknown key; expected one of {sorted(known)}")
@@ -396,7 +418,9 @@ class NightConfig:
                 raise ConfigError(f"input.{name}", "unknown key; expected 'filelist' or 'directory'")
         if ("filelist" in source_in) == ("directory" in source_in):
             raise ConfigError("input", "give exactly one of 'filelist' and 'directory'")
-        resolve = lambda value, key: (base / _path_value(value, key)).resolve()  # noqa: E731
+        options = _storage_options(data.get("storage_options"))
+        resolve = lambda value, key: _location(value, key, base=base,  # noqa: E731
+                                               storage_options=options)
         combine = {}
         for kind, params in _mapping(data.get("combine"), "combine").items():
             if kind not in FRAME_KINDS:
@@ -423,6 +447,7 @@ class NightConfig:
             resume=parse_enum(ResumeMode, data.get("resume", "metadata"), key="resume"),
             cluster=ClusterConfig.from_dict(_mapping(data.get("cluster"), "cluster"), base=base),
             source=source,
+            storage_options=options,
         )
 
     @property
@@ -431,7 +456,7 @@ class NightConfig:
         return self.stack_lights or self.keep_cube
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, for the report and the provenance hash."""
+        """Plain values, for the report and the provenance hash (``storage_options`` left out)."""
         cal = self.calibration
         region = lambda r: r.to_dict() if isinstance(r, Region) else r  # noqa: E731
         return {
@@ -457,6 +482,7 @@ class NightConfig:
             "quality": self.quality.to_dict(),
             "resume": self.resume.value,
             "cluster": self.cluster.to_dict(),
+            # no storage_options: they hold credentials, and the report is shared
         }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from ccdflow.io.detectors import assembled_header, header_detectors
 from ccdflow.io.filelist import ListedFrame
 from ccdflow.io.fits import read_header
 from ccdflow.io.headers import find_exposure_time, frame_filter
+from ccdflow.io.location import stat
 from ccdflow.io.names import safe_name
 from ccdflow.io.products import file_sha1
 
@@ -123,11 +123,15 @@ def output_stem(path: Path) -> str:
 def file_identity(path: Path, *, content: bool = False) -> tuple:
     """What says a file changed: its absolute path, size and modification time (and content).
 
+    An object on a store (a URL) adds its ETag: its modification time counts whole seconds.
+
     With ``content``, the SHA-1 of the file's bytes is added: pixels rewritten in place with the
     size and modification time restored are then noticed too, at the cost of reading every file.
     """
-    st = os.stat(path)
+    st = stat(path)
     identity = (str(path), st.st_size, st.st_mtime_ns)
+    if getattr(st, "etag", ""):  # an object's ETag changes with every rewrite, whatever the time
+        identity = (*identity, st.etag)
     return (*identity, file_sha1(path)) if content else identity
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ccdflow._version import __version__
+from ccdflow.io.location import RemotePath, as_location
 from ccdflow.io.write import atomic_path
 from ccdflow.night.frames import FrameInfo
 
@@ -31,7 +33,7 @@ def _entry(frame: FrameInfo, listed_hdu: int) -> dict:
             "object": frame.object, "processed": frame.processed, "header": frame.header}
 
 
-def _frame(entry: dict) -> tuple[tuple, FrameInfo]:
+def _frame(entry: dict, options: Mapping[str, Any] | None) -> tuple[tuple, FrameInfo]:
     identity, kind, listed_hdu = entry["key"]
     path, size, mtime_ns, *rest = identity
     if not (isinstance(path, str) and isinstance(size, int) and isinstance(mtime_ns, int)
@@ -40,7 +42,8 @@ def _frame(entry: dict) -> tuple[tuple, FrameInfo]:
         raise ValueError("malformed entry")
     ny, nx = entry["shape"]
     exptime = entry["exptime"]
-    frame = FrameInfo(type=kind, path=Path(path), hdu=int(entry["hdu"]), shape=(int(ny), int(nx)),
+    frame = FrameInfo(type=kind, path=as_location(path, storage_options=options),
+                      hdu=int(entry["hdu"]), shape=(int(ny), int(nx)),
                       exptime=None if exptime is None else float(exptime),
                       filter=str(entry["filter"]), object=str(entry["object"]),
                       processed=bool(entry["processed"]), header=entry["header"],
@@ -48,13 +51,16 @@ def _frame(entry: dict) -> tuple[tuple, FrameInfo]:
     return (frame.identity, kind, listed_hdu), frame
 
 
-def load_header_cache(output: str | Path) -> dict[tuple, FrameInfo]:
+def load_header_cache(output: str | Path | RemotePath, *,
+                      storage_options: Mapping[str, Any] | None = None) -> dict[tuple, FrameInfo]:
     """The frames described by an earlier plan of this output folder, by file identity.
 
     Parameters
     ----------
-    output : path-like
+    output : path-like or RemotePath
         The night's output folder.
+    storage_options : mapping, optional
+        fsspec options of the frames named by URL.
 
     Returns
     -------
@@ -68,12 +74,12 @@ def load_header_cache(output: str | Path) -> dict[tuple, FrameInfo]:
     >>> load_header_cache(tempfile.mkdtemp())
     {}
     """
-    path = Path(output) / CACHE_NAME
+    path = as_location(output) / CACHE_NAME
     try:
         data = json.loads(path.read_text())
         if data.get("format") != _FORMAT or data.get("version") != __version__:
             return {}
-        return dict(_frame(entry) for entry in data["frames"])
+        return dict(_frame(entry, storage_options) for entry in data["frames"])
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
@@ -118,5 +124,5 @@ def save_header_cache(output: str | Path, described: Iterable[tuple[FrameInfo, i
         return
     frames = [_entry(frame, hdu) for frame, hdu in kept]
     text = json.dumps({"format": _FORMAT, "version": __version__, "frames": frames})
-    with atomic_path(Path(output) / CACHE_NAME) as tmp:
+    with atomic_path(as_location(output) / CACHE_NAME) as tmp:
         tmp.write_text(text)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ccdflow.io.location import Location, as_location
 from ccdflow.io.write import atomic_path
 
 __all__ = ["RECORDS_NAME", "RecordTable"]
@@ -32,8 +33,8 @@ class RecordTable:
 
     Parameters
     ----------
-    store : str or path-like
-        The store folder (``work.zarr``); the table is read from it at once.
+    store : str, path-like or RemotePath
+        The store folder (``work.zarr``, local or a URL); the table is read from it at once.
     every : int
         Write the table after this many new records...
     seconds : float
@@ -68,7 +69,7 @@ class RecordTable:
     def __init__(self, store: str | Path, *, every: int = 64, seconds: float = 2.0):
         if every < 1 or seconds < 0:
             raise ValueError(f"every must be >= 1 and seconds >= 0, got {every}, {seconds}")
-        self.path = Path(store) / RECORDS_NAME
+        self.path = as_location(store) / RECORDS_NAME
         self.every, self.seconds = every, seconds
         self.problem: str | None = None
         self._records = self._load()
@@ -114,7 +115,7 @@ class RecordTable:
         return table
 
 
-def _legacy_records(store: Path) -> dict[str, dict[str, dict]]:
+def _legacy_records(store: Location) -> dict[str, dict[str, dict]]:
     """Records of a store written with one zarr group per frame (read once, then in the table)."""
     table: dict[str, dict[str, dict]] = {}
     for meta in sorted(store.glob("records/*/*/zarr.json")):

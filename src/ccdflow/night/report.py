@@ -8,6 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ccdflow.io.location import RemotePath, as_location
 from ccdflow.io.write import atomic_path
 
 __all__ = ["FrameStatus", "NightReport", "ProductStatus"]
@@ -93,11 +94,11 @@ class NightReport:
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "ok": self.ok,
                 "failures": self.failures}
 
-    def write(self, path: str | Path) -> Path:
+    def write(self, path: str | Path | RemotePath) -> Path | RemotePath:
         """Write ``report.json`` atomically."""
         with atomic_path(path) as tmp:
             tmp.write_text(_dumps(self.to_dict()))
-        return Path(path)
+        return as_location(path)
 
     def summary(self) -> str:
         """A short table for the terminal: masters, then frames in the order of `frames`.

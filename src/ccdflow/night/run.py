@@ -54,10 +54,11 @@ def plan_night(config: NightConfig) -> Plan:
     ConfigError
         If the file list or folder cannot be read.
     """
-    listed = read_filelist(config.filelist) if config.filelist else scan_directory(config.directory)
+    listed = (read_filelist(config.filelist, storage_options=config.storage_options)
+              if config.filelist else scan_directory(config.directory))
     listed, repeated = drop_duplicates(listed)
     wanted = [f for f in listed if not f.ignored]
-    known = load_header_cache(config.output)
+    known = load_header_cache(config.output, storage_options=config.storage_options)
     frames = describe_frames(wanted, content=config.resume == ResumeMode.content, known=known)
     plan = make_plan(frames, config)
     # a file read through several CCDs gives several frames: pair each with its listed HDU

@@ -21,6 +21,7 @@ from ccdflow.array.detector import Detector
 from ccdflow.array.masks import MASK_DTYPE, MaskBits, mask_header
 from ccdflow.array.sections import Region
 from ccdflow.errors import CcdflowError, FrameReadError, IncompatibleFramesError
+from ccdflow.io.location import open_fits
 from ccdflow.io.products import file_sha1
 from ccdflow.io.write import write_fits
 from ccdflow.night.report import ProductStatus
@@ -71,7 +72,7 @@ def read_user_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
         If its shape is not the image area's.
     """
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with open_fits(path, memmap=False) as hdul:
             image = next((h.data for h in hdul if h.data is not None and h.data.ndim == 2), None)
     except (OSError, ValueError) as err:
         raise FrameReadError(path, f"cannot read the bad-pixel mask: {err}") from err

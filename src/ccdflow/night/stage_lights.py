@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -106,7 +105,7 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         clock.lap("zarr")
         header = calibrated_header(plan.frame.fits_header(), params=plan.params, masters=masters,
                                    dark_scale=scale, flat_norm=norm, stats=stats,
-                                   history=f"raw file {header_text(Path(plan.frame.path).name)}")
+                                   history=f"raw file {header_text(plan.frame.path.name)}")
         add_fallback_notes(header, plan.notes)
         write_calibrated(plan.output, image=image, error=error, header=header,
                          mask=mask if job.write_mask else None)
@@ -145,7 +144,7 @@ def _write_slices(job: FrameJob, image: np.ndarray, error: np.ndarray,
 
 def _read_raw(plan: FramePlan):
     """The raw pixels: one image, or each HDU a detector reads; and their shapes."""
-    path = str(plan.frame.path)
+    path = plan.frame.path  # a local path or a URL: the readers take either
     hdus = plan.params.layout.hdus
     if plan.params.multi_amplifier and hdus != (plan.frame.hdu,):
         raw = read_images(path, hdus)

@@ -22,6 +22,7 @@ from distributed import KilledWorker
 
 from ccdflow.array.combination import Combined, CombineParams, combine
 from ccdflow.errors import CcdflowError, IncompatibleFramesError
+from ccdflow.io.fits import read_header
 from ccdflow.io.names import safe_name
 from ccdflow.io.products import stack_header, write_master
 from ccdflow.night.config import NightConfig
@@ -67,7 +68,7 @@ def _groups(plan: Plan, report: NightReport) -> dict[str, list[FramePlan]]:
 
 def _header(frames: list[FramePlan], params: dict) -> fits.Header:
     # the first calibrated light's header: its WCS already describes the image area
-    return stack_header(fits.getheader(frames[0].output), exptimes=[fp.params.exptime for fp in frames],
+    return stack_header(read_header(frames[0].output)[1], exptimes=[fp.params.exptime for fp in frames],
                         params=params, inputs=[str(fp.frame.path) for fp in frames])
 
 

@@ -6,8 +6,6 @@ that a rerun would mistake for finished work.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from zarr.codecs import BloscCodec
 
 from ccdflow.array.calibration import Master
 from ccdflow.errors import MissingCalibrationError
+from ccdflow.io.location import RemotePath, as_location, remove_tree, stat, zarr_target
 from ccdflow.night.shards import ShardLayout, read_band
 from ccdflow.night.verify import STORE_ERRORS, array_digest
 
@@ -27,17 +26,25 @@ CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
 
 
 class Store:
-    """Access to ``work.zarr``; cheap to pickle (a path), so tasks on workers open it themselves."""
+    """Access to ``work.zarr``; cheap to pickle (a path or URL), so tasks on workers open it themselves.
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    A URL (``s3://bucket/night/work.zarr``, a `RemotePath` with its storage options) is opened
+    through zarr's fsspec store.
+    """
+
+    def __init__(self, path: str | Path | RemotePath):
+        self.path = as_location(path)
 
     def __reduce__(self):
-        return (Store, (str(self.path),))
+        return (Store, (self.path if isinstance(self.path, RemotePath) else str(self.path),))
+
+    def group(self, path: str = "", *, mode: str = "a", **kwargs) -> zarr.Group:
+        """The group at ``path`` in the store."""
+        return zarr.open_group(**zarr_target(self.path), path=path, mode=mode, **kwargs)
 
     def root(self, mode: str = "a") -> zarr.Group:
         """The root group."""
-        return zarr.open_group(str(self.path), mode=mode)
+        return self.group(mode=mode)
 
     # -- masters ----------------------------------------------------------------------------------
 
@@ -48,7 +55,7 @@ class Store:
         deleted or truncated chunk reads as fill values or garbage, never as the master).
         """
         try:
-            group = zarr.open_group(str(self.path), path=f"masters/{name}", mode="r")
+            group = self.group(f"masters/{name}", mode="r")
             attrs = dict(group.attrs)
             if attrs.get("complete") is not True or attrs.get("key") != key:
                 return False
@@ -64,7 +71,7 @@ class Store:
 
         Whatever was there before (possibly damaged) is removed first.
         """
-        shutil.rmtree(self.path / "masters" / name, ignore_errors=True)
+        remove_tree(self.path / "masters" / name)
         group = self.root().require_group(f"masters/{name}")
         group.attrs["complete"] = False
         digests = {}
@@ -94,7 +101,7 @@ class Store:
         >>> store.master_is_current("bias", "k"), float(np.nansum(store.read_master("bias").data))
         (True, 6.0)
         """
-        shutil.rmtree(self.path / "masters" / name, ignore_errors=True)
+        remove_tree(self.path / "masters" / name)
         group = self.root().require_group(f"masters/{name}")
         group.attrs["complete"] = False
         for label, dtype, fill in (("data", np.float32, np.nan), ("error", np.float32, np.nan),
@@ -115,7 +122,7 @@ class Store:
 
     def master_arrays(self, name: str, *, mode: str = "r") -> dict[str, zarr.Array]:
         """A master's ``data``, ``error`` and ``count`` arrays as stored (complete or not)."""
-        group = zarr.open_group(str(self.path), path=f"masters/{name}", mode=mode)
+        group = self.group(f"masters/{name}", mode=mode)
         return {label: group[label] for label in ("data", "error", "count")}
 
     def master_digests(self, name: str) -> dict[str, str]:
@@ -124,7 +131,7 @@ class Store:
 
     def complete_master(self, name: str, attrs: dict[str, Any]) -> None:
         """Record a master's attributes (with its ``digests``, `master_digests`), ``complete`` last."""
-        group = zarr.open_group(str(self.path), path=f"masters/{name}", mode="r+")
+        group = self.group(f"masters/{name}", mode="r+")
         group.attrs.update({**attrs, "complete": True})
 
     def read_master(self, name: str, *, key: str | None = None) -> Master:
@@ -134,8 +141,7 @@ class Store:
         ``key``, the stored master must have been built with that resume key.
         """
         try:
-            group = zarr.open_group(str(self.path), path=f"masters/{name}", mode="r",
-                                    zarr_format=3)
+            group = self.group(f"masters/{name}", mode="r", zarr_format=3)
             attrs = dict(group.attrs)
         except (*STORE_ERRORS, zarr.errors.GroupNotFoundError) as err:
             raise MissingCalibrationError(
@@ -219,7 +225,7 @@ class Store:
 
     def _new_cube(self, root: zarr.Group, name: str, *, shape: tuple[int, int], rows: int) -> None:
         """An empty cube (no slices yet); the cube's old records go, so its frames are redone."""
-        shutil.rmtree(self.path / "cubes" / name, ignore_errors=True)
+        remove_tree(self.path / "cubes" / name)
         group = root.require_group(f"cubes/{name}")
         rows = max(1, min(rows, shape[0]))
         # a shard must hold whole inner chunks: the last band may run past the image (not stored)
@@ -240,18 +246,18 @@ class Store:
 
         ``arrays``: the cube's arrays when already open (a worker keeps them).
         """
-        group = arrays or zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r+")
+        group = arrays or self.group(f"cubes/{cube}", mode="r+")
         for label, values in (("image", image), ("error", error), ("mask", mask)):
             # zarr merges a shard write into the shard on disk, reading it first: a damaged one
             # would fail the write, so the frame's old chunks (key c/<index>/..., the default
             # encoding) are removed and the frame is written whole
-            shutil.rmtree(self.path / "cubes" / cube / label / "c" / str(index), ignore_errors=True)
+            remove_tree(self.path / "cubes" / cube / label / "c" / str(index))
             group[label][index] = values
 
     def slice_stamps(self, arrays: dict[str, zarr.Array], index: int) -> dict[str, list[int]]:
-        """Size and modification time (ns) of the files holding one frame's slices of a cube.
+        """Size, modification time (ns) and ETag (objects) of the files of a frame's cube slices.
 
-        ``arrays``: the cube's (`cube_arrays`). A slice never written has no file: ``[-1, -1]``.
+        ``arrays``: the cube's (`cube_arrays`). A slice never written has no file: ``[-1, -1, '']``.
         What a rerun compares (`ccdflow.night.verify`) before trusting a slice unread.
 
         Examples
@@ -260,21 +266,21 @@ class Store:
         >>> store = Store(tempfile.mkdtemp() + "/work.zarr")
         >>> _ = store.ensure_cube("lights_V", stems=["a"], shape=(2, 2), rows=2)
         >>> store.slice_stamps(store.cube_arrays("lights_V"), 0)["image"]
-        [-1, -1]
+        [-1, -1, '']
         """
         stamps = {}
         for label, array in arrays.items():
             key = array.metadata.chunk_key_encoding.encode_chunk_key((index, 0, 0))
             try:
-                status = os.stat(self.path / array.path / key)
-                stamps[label] = [status.st_size, status.st_mtime_ns]
+                status = stat(self.path / array.path / key)
+                stamps[label] = [status.st_size, status.st_mtime_ns, getattr(status, "etag", "")]
             except OSError:
-                stamps[label] = [-1, -1]
+                stamps[label] = [-1, -1, ""]
         return stamps
 
     def cube_arrays(self, cube: str) -> dict[str, zarr.Array]:
         """The arrays of a cube, for reading."""
-        group = zarr.open_group(str(self.path), path=f"cubes/{cube}", mode="r")
+        group = self.group(f"cubes/{cube}", mode="r")
         return {label: group[label] for label in ("image", "error", "mask")}
 
     def read_rows(self, sources: list[tuple[str, list[int]]], rows: tuple[int, int]) -> np.ndarray:
@@ -331,7 +337,7 @@ class Store:
     def record(self, cube: str, stem: str) -> dict[str, Any] | None:
         """A frame's record as stores written before the record table kept it (one group each)."""
         try:
-            group = zarr.open_group(str(self.path), path=f"records/{cube}/{stem}", mode="r")
+            group = self.group(f"records/{cube}/{stem}", mode="r")
             return dict(group.attrs)
         except (*STORE_ERRORS, zarr.errors.GroupNotFoundError):
             return None

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 
+from ccdflow.io.location import Location, RemotePath, as_location, remove_tree, stat
 from ccdflow.io.products import file_sha1
 
 __all__ = ["STORE_ERRORS", "array_digest", "file_problem", "file_stamp", "repair_store",
@@ -42,8 +41,8 @@ def array_digest(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def file_stamp(path: str | os.PathLike) -> dict[str, int | str]:
-    """A product's size, modification time (ns) and SHA-1, recorded when it is written.
+def file_stamp(path: str | os.PathLike | RemotePath) -> dict[str, int | str]:
+    """A product's size, modification time (ns), ETag (an object's) and SHA-1, when written.
 
     Examples
     --------
@@ -53,11 +52,12 @@ def file_stamp(path: str | os.PathLike) -> dict[str, int | str]:
     >>> file_stamp(path)["size"]
     2880
     """
-    status = os.stat(path)
-    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha1": file_sha1(path)}
+    status = stat(path)
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns,
+            "etag": getattr(status, "etag", ""), "sha1": file_sha1(path)}
 
 
-def file_problem(path: str | os.PathLike, stamp: dict | None, *,
+def file_problem(path: str | os.PathLike | RemotePath, stamp: dict | None, *,
                  content: bool = True) -> str | None:
     """Why a product cannot be reused (missing, other size, other checksum), or None if intact.
 
@@ -85,21 +85,22 @@ def file_problem(path: str | os.PathLike, stamp: dict | None, *,
     'size 100 bytes, 2880 when written'
     """
     try:
-        status = os.stat(path)
+        status = stat(path)
     except OSError:
         return "missing"
     if not stamp:
         return "no size and checksum recorded"
     if status.st_size != stamp.get("size"):
         return f"size {status.st_size} bytes, {stamp.get('size')} when written"
-    if not content and status.st_mtime_ns == stamp.get("mtime_ns"):
+    if (not content and status.st_mtime_ns == stamp.get("mtime_ns")
+            and getattr(status, "etag", "") == stamp.get("etag", "")):
         return None
     if file_sha1(path) != stamp.get("sha1"):
         return "content changed since written (SHA-1 differs)"
     return None
 
 
-def repair_store(path: str | os.PathLike) -> list[str]:
+def repair_store(path: str | os.PathLike | RemotePath) -> list[str]:
     """Remove every store entry whose ``zarr.json`` cannot be parsed, so that it is rebuilt.
 
     A damaged entry under ``masters/<name>``, ``cubes/<name>``, ``stacks/<name>`` or
@@ -128,7 +129,7 @@ def repair_store(path: str | os.PathLike) -> list[str]:
     >>> (store / "masters" / "bias").exists()
     False
     """
-    root = Path(path)
+    root = as_location(path)
     messages: list[str] = []
     for meta in sorted(root.rglob("zarr.json"), key=lambda p: len(p.parts)):
         if not meta.exists() or _readable(meta):
@@ -143,13 +144,13 @@ def repair_store(path: str | os.PathLike) -> list[str]:
         if parts[0] == "cubes":
             victims.append(root / "records" / parts[1])
         for victim in victims:
-            shutil.rmtree(victim, ignore_errors=True)
+            remove_tree(victim)
         messages.append(f"{root.name}/{'/'.join(parts[:depth])}: metadata cannot be read; "
                         "removed, to be rebuilt")
     return messages
 
 
-def _readable(meta: Path) -> bool:
+def _readable(meta: Location) -> bool:
     try:
         content = json.loads(meta.read_text())
     except (OSError, ValueError):

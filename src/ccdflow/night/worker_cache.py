@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import threading
-from pathlib import Path
 
 import zarr
 
@@ -70,7 +69,7 @@ def cached_master(store: Store, name: str, *, key: str) -> Master:
     >>> a is b, master_reads(store, "bias") - before
     (True, 1)
     """
-    slot = (str(Path(store.path).resolve()), name)
+    slot = (str(store.path.resolve()), name)
     with _slot_lock(slot):
         with _lock:
             kept = _masters.get(slot)
@@ -89,7 +88,7 @@ def cached_master(store: Store, name: str, *, key: str) -> Master:
 def master_reads(store: Store, name: str) -> int:
     """How many times this process has read master ``name`` of ``store`` (for checks and tests)."""
     with _lock:
-        return _reads[(str(Path(store.path).resolve()), name)]
+        return _reads[(str(store.path.resolve()), name)]
 
 
 def cube_handles(store: Store, cube: str, *, shape: tuple[int, int],
@@ -111,13 +110,13 @@ def cube_handles(store: Store, cube: str, *, shape: tuple[int, int],
     >>> cube_handles(store, "lights_V", shape=(4, 4), index=1)["image"].shape
     (2, 4, 4)
     """
-    slot = (str(Path(store.path).resolve()), cube)
+    slot = (str(store.path.resolve()), cube)
     with _slot_lock(slot):
         with _lock:
             kept = _cubes.get(slot)
         if kept is not None and kept[0] == tuple(shape) and index < kept[1]["image"].shape[0]:
             return kept[1]
-        group = zarr.open_group(str(store.path), path=f"cubes/{cube}", mode="r+", zarr_format=3)
+        group = store.group(f"cubes/{cube}", mode="r+", zarr_format=3)
         arrays = {label: group[label] for label in ("image", "error", "mask")}
         with _lock:
             _cubes[slot] = (tuple(shape), arrays)
