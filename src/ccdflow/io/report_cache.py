@@ -76,6 +76,7 @@ class ProductSummaries:
     Examples
     --------
     >>> import tempfile, pathlib
+    >>> from astropy.io import fits
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> fits.PrimaryHDU(np.arange(16.0).reshape(4, 4)).writeto(folder / "a.fits")
     >>> summaries = ProductSummaries(folder)
