@@ -68,7 +68,10 @@ def _config(night: Path, label: str) -> Path:
         "input": {"filelist": str(night / "night.csv")}, "output": str(output),
         "calibration": {"overscans": "header", "overscan_method": "median_per_line",
                         "image_area": "header"},
-        "stack_lights": True}))
+        "stack_lights": True,
+        # the lights' cosmic-ray detection (astroscrappy) dominates their stage: without it the
+        # stacks are measured against calibration alone (a label ending in "-nocosmics")
+        **({"quality": {"cosmic_rays": "off"}} if label.endswith("-nocosmics") else {})}))
     return path
 
 
@@ -218,7 +221,8 @@ def main() -> None:
     parser.add_argument("--ratio-frames", type=int, nargs="*", default=[80])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GB")
-    parser.add_argument("--label", default="", help="a name for the record (before, after, ...)")
+    parser.add_argument("--label", default="", help="a name for the record (before, after, ...); "
+                        "ending in -nocosmics: the lights without cosmic-ray detection")
     parser.add_argument("--direct", type=int, nargs="*", default=[])
     parser.add_argument("--restack", type=Path, default=None,
                         help="only rebuild the stacks of the night reduced with this config")

@@ -89,7 +89,8 @@ def _check_complete(hdul: fits.HDUList, index: int, size: int, path: str) -> Non
 
     astropy only warns about this at open; the pixels would fail later, in some chunk's task.
     """
-    info = hdul.fileinfo(index)
+    # the HDU's own fileinfo: the HDU list's also serializes every header to see if it was resized
+    info = hdul[index].fileinfo()
     if info is None or getattr(info["file"], "compression", None):
         return  # a compressed stream's length is unknown without decompressing; a read will fail
     end = info["datLoc"] + info["datSpan"]
@@ -114,7 +115,7 @@ _BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
 def _plain_layout(hdul: fits.HDUList, index: int, chosen, st) -> PlainLayout | None:
-    info = hdul.fileinfo(index)
+    info = chosen.fileinfo()
     if (info is None or isinstance(chosen, fits.CompImageHDU)
             or getattr(info["file"], "compression", None)):
         return None
@@ -135,7 +136,7 @@ def read_layout(path: str | os.PathLike | RemotePath, *, hdu: int = 0
     Returns
     -------
     (int, astropy.io.fits.Header, PlainLayout or None)
-        The HDU index used, a copy of its header, and its pixel layout (None for gzip or
+        The HDU index used, its header, and its pixel layout (None for gzip or
         tile-compressed data, which astropy must decompress).
 
     Raises
@@ -151,7 +152,9 @@ def read_layout(path: str | os.PathLike | RemotePath, *, hdu: int = 0
         with open_binary(source) as fh, fits.open(fh, memmap=False, lazy_load_hdus=True) as hdul:
             index, chosen = _image_hdu(hdul, hdu, path)
             check_cards(chosen.header, path=path, hdu=index)
-            header = chosen.header.copy()
+            # the HDU list is closed below: its header is the caller's, no copy needed (a copy
+            # costs a third of reading a header)
+            header = chosen.header
             st = source.stat() if isinstance(source, RemotePath) else os.fstat(fh.fileno())
             _check_complete(hdul, index, st.st_size, path)
             layout = _plain_layout(hdul, index, chosen, st)
