@@ -9,6 +9,7 @@ import pytest
 import zarr
 from zarr.codecs import BytesCodec, ZstdCodec
 
+from ccdflow.night import shards
 from ccdflow.night.shards import ShardLayout, read_band
 from ccdflow.night.store import Store
 
@@ -121,9 +122,13 @@ def test_a_truncated_chunk_is_left_to_zarr(tmp_path):
     new[1] = (len(body), len(moved))
     table = new.astype("<u8").tobytes()
     shard.write_bytes(body + moved + table + google_crc32c.value(table).to_bytes(4, "little"))
+    buffer = np.empty((layout.rows, layout.width), layout.dtype)
+    assert shards._decompress(raw[offset:offset + length], buffer)  # the intact chunk reads
+    assert not shards._decompress(moved, buffer)  # the short one is refused, left to zarr
     out = np.empty((1, 3, 12), np.float32)
+    # zarr trusts the Blosc header, so its values for that chunk are whatever Blosc makes of the
+    # short bytes (not the same twice: not compared); the band is still read, without an error
     read_band(image, [0], (3, 6), out=out)
-    assert out.tobytes() == image[0, 3:6, :].tobytes()  # whatever zarr makes of it, not garbage
     read_band(image, [0], (0, 3), out=out)  # the chunks around it still read
     np.testing.assert_array_equal(out[0], images[0, 0:3])
 
