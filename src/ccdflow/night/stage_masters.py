@@ -219,9 +219,10 @@ def _run(lazies: dict[str, Delayed], client: Client | None) -> dict[str, dict | 
                     out[name] = future.result()
                 except CcdflowError as err:
                     out[name] = err
-        except BaseException:
-            client.cancel(list(futures.values()))
-            raise
+        finally:  # another error or an interrupt: the level's masters still running are stopped
+            pending = [future for future in futures.values() if not future.done()]
+            if pending:
+                client.cancel(pending)
         return out
     try:
         return dict(zip(lazies, dask.compute(*lazies.values()), strict=True))
