@@ -75,14 +75,14 @@ def timed_plan(config: NightConfig) -> float:
 
 def with_latency(seconds: float):
     """Replace the header reader of `ccdflow.night.frames` by one that waits first."""
-    original = night_frames.read_header
+    original = night_frames.read_header_text
 
-    def slow_read_header(path, *, hdu=0):
+    def slow_read_header_text(path, *, hdu=0):
         time.sleep(seconds)
         return original(path, hdu=hdu)
 
-    night_frames.read_header = slow_read_header
-    return lambda: setattr(night_frames, "read_header", original)
+    night_frames.read_header_text = slow_read_header_text
+    return lambda: setattr(night_frames, "read_header_text", original)
 
 
 def main() -> None:

@@ -37,6 +37,23 @@ def _line(path: Path, number: int) -> str:
 # --- read_filelist --------------------------------------------------------------------------------
 
 
+def test_listed_paths_are_resolved_as_path_resolve_does(tmp_path):
+    real = tmp_path / "data" / "raw"
+    real.mkdir(parents=True)
+    for name in ("a.fits", "target.fits"):
+        _fits(real / name)
+    (tmp_path / "night").mkdir()
+    (tmp_path / "night" / "raw").symlink_to(real)  # a linked folder
+    (real / "b.fits").symlink_to(real / "target.fits")  # a linked file
+    lines = ["bias, raw/a.fits", "bias, raw/b.fits", "bias, raw/../raw/a.fits",
+             f"bias, {tmp_path}/night/raw/b.fits", "bias, raw/missing.fits", "bias, ./raw/a.fits"]
+    listed = _write(tmp_path / "night", "\n".join(lines) + "\n")
+    frames = read_filelist(listed)
+    expected = [(tmp_path / "night" / line.split(", ")[1]).resolve() for line in lines]
+    assert [f.path for f in frames] == expected
+    assert frames[1].path == real / "target.fits" and frames[0].path == real / "a.fits"
+
+
 def test_two_and_three_columns(tmp_path):
     path = _write(tmp_path, "bias, raw/b1.fits\nlight, raw/l1.fits, 2\nflat,raw/f1.fits,0\n")
     frames = read_filelist(path)

@@ -7,6 +7,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.io import fits
 
 from ccdflow.io.filelist import ListedFrame
@@ -114,3 +115,31 @@ def test_header_parsed_once_and_frames_pickle_without_it(tmp_path):
     shipped = pickle.loads(pickle.dumps(frame))
     assert shipped == frame and "_parsed_header" not in shipped.__dict__
     assert shipped.fits_header()["EXPTIME"] == 10.0
+
+
+def test_a_rerun_parses_no_header_and_plans_the_same(tmp_path, monkeypatch):
+    config = _night(tmp_path, n=6)
+    first = plan_night(config)
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("a header parsed in the plan of an unchanged night")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fits.Header, "fromstring", no_parsing)
+        patch.setattr(fits.Card, "fromstring", no_parsing)
+        again = plan_night(config)
+    assert [fp.frame for fp in again.frames] == [fp.frame for fp in first.frames]
+    assert [fp.params for fp in again.frames] == [fp.params for fp in first.frames]
+    assert [fp.key for fp in again.frames] == [fp.key for fp in first.frames]
+    assert again.failures == first.failures and again.warnings == first.warnings
+
+
+def test_planning_reads_only_the_values_kept_for_it(tmp_path):
+    _night(tmp_path, n=1)
+    [frame] = describe_frames([ListedFrame(type="light", path=tmp_path / "raw" / "l0.fits")])
+    values = frame.plan_header()
+    assert values["EXPTIME"] == 10.0 and values.get("GAIN") is None
+    assert "OBJECT" in values and "IMAGETYP" not in dict(values)
+    with pytest.raises(RuntimeError, match="IMAGETYP is not among the header keys kept"):
+        values.get("IMAGETYP")
+    assert frame.fits_header()["IMAGETYP"] == "light"  # the whole header is still shipped

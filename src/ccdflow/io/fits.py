@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -16,13 +17,14 @@ from dask.base import tokenize
 from ccdflow.array.chunks import CHUNK_BUDGET, rows_for_budget
 from ccdflow.errors import ConfigError, FrameReadError, IncompatibleFramesError
 from ccdflow.io.fits_integrity import READ_ERRORS, check_cards
+from ccdflow.io.fits_plain import HeaderText, read_primary
 from ccdflow.io.fits_scaling import scale_into
 from ccdflow.io.headers import exposure_time
 from ccdflow.io.location import RemotePath, as_location, open_binary
 
 __all__ = [
-    "Frame", "PlainLayout", "open_frame", "open_stack", "read_band", "read_header", "read_layout",
-    "read_images", "read_rows",
+    "Frame", "PlainLayout", "open_frame", "open_stack", "read_band", "read_header",
+    "read_header_text", "read_images", "read_layout", "read_rows",
 ]
 
 
@@ -119,14 +121,16 @@ def _plain_layout(hdul: fits.HDUList, index: int, chosen, st) -> PlainLayout | N
     if (info is None or isinstance(chosen, fits.CompImageHDU)
             or getattr(info["file"], "compression", None)):
         return None
-    header = chosen.header
+    return _layout(chosen.header, int(info["datLoc"]), (st.st_size, st.st_mtime_ns))
+
+
+def _layout(header: Mapping[str, Any], offset: int, stamp: tuple[int, int]) -> PlainLayout:
     dtype = np.dtype(_BITPIX[int(header["BITPIX"])])
     blank = header.get("BLANK") if dtype.kind in "iu" else None
-    return PlainLayout(offset=int(info["datLoc"]), dtype=dtype,
+    return PlainLayout(offset=offset, dtype=dtype,
                        shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
                        bscale=float(header.get("BSCALE", 1.0)), bzero=float(header.get("BZERO", 0.0)),
-                       blank=None if blank is None else int(blank),
-                       stamp=(st.st_size, st.st_mtime_ns))
+                       blank=None if blank is None else int(blank), stamp=stamp)
 
 
 def read_layout(path: str | os.PathLike | RemotePath, *, hdu: int = 0
@@ -145,7 +149,38 @@ def read_layout(path: str | os.PathLike | RemotePath, *, hdu: int = 0
         If the file is missing, not FITS, truncated, has a header card that cannot be parsed, or
         the HDU is not a 2-D image.
     """
+    index, cards, layout = _read_hdu(path, hdu)
+    return index, cards.header, layout
+
+
+def read_header_text(path: str | os.PathLike | RemotePath, *, hdu: int = 0
+                     ) -> tuple[int, HeaderText]:
+    """Like `read_header`, the header kept as FITS text and parsed only when asked for whole.
+
+    The text is the file's own when its primary HDU is the image of a plain file, else astropy's
+    formatting of the parsed header; ``END`` and the padding are left out.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/raw.fits"
+    >>> fits.writeto(path, np.zeros((3, 4), np.uint16), fits.Header([("EXPTIME", 30.0)]))
+    >>> index, cards = read_header_text(path)
+    >>> sorted(cards.values({"EXPTIME", "NAXIS2"}).items()), cards.text[:8]
+    ([('EXPTIME', 30.0), ('NAXIS2', 3)], 'SIMPLE  ')
+    """
+    index, cards, _ = _read_hdu(path, hdu)
+    return index, cards
+
+
+def _read_hdu(path: str | os.PathLike | RemotePath, hdu: int
+              ) -> tuple[int, HeaderText, PlainLayout | None]:
     source, path = _source(path), str(path)
+    if hdu == 0 and not isinstance(source, RemotePath):
+        plain = read_primary(source)  # None: not a plain primary image, astropy reads it below
+        if plain is not None:
+            check_cards(plain.cards, path=path, hdu=0)
+            return 0, plain.cards, _layout(plain.values, plain.offset, plain.stamp)
     try:
         # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
         # A remote one reads by byte ranges: the headers, never the pixels.
@@ -162,7 +197,7 @@ def read_layout(path: str | os.PathLike | RemotePath, *, hdu: int = 0
         raise
     except READ_ERRORS as err:
         raise FrameReadError(path, f"cannot read FITS: {err}", hdu=hdu) from err
-    return index, header, layout
+    return index, HeaderText.parsed(header), layout
 
 
 def _source(path: str | os.PathLike | RemotePath) -> str | RemotePath:
@@ -288,6 +323,10 @@ def read_images(path: str | RemotePath, hdus: Sequence[int], rows: slice = slice
     >>> {h: float(a.sum()) for h, a in read_images(path, (1, 2)).items()}
     {1: 6.0, 2: 0.0}
     """
+    if tuple(hdus) == (0,) and not isinstance(path, RemotePath) and rows.step in (None, 1):
+        plain = _read_plain(str(path), rows, cols)
+        if plain is not None:
+            return {0: plain}
     out, hdu = {}, hdus[0]
     try:
         # Scaling ourselves avoids astropy's full-frame float64 copy of every 16-bit frame.
@@ -313,6 +352,20 @@ def read_images(path: str | RemotePath, hdus: Sequence[int], rows: slice = slice
     except READ_ERRORS as err:
         raise FrameReadError(path, f"cannot read pixels: {err}", hdu=hdu) from err
     return out
+
+
+def _read_plain(path: str, rows: slice, cols: slice) -> np.ndarray | None:
+    """The rows of a plain file's primary image with one ``pread`` (None: not such a file)."""
+    plain = read_primary(path)
+    if plain is None:
+        return None
+    check_cards(plain.cards, path=path, hdu=0)
+    layout = _layout(plain.values, plain.offset, plain.stamp)
+    r0, r1, _ = rows.indices(layout.shape[0])
+    out = np.empty((max(0, r1 - r0), layout.shape[1]), np.float32)
+    if not read_band(path, layout, slice(r0, r1), out):
+        return None  # changed since its header was read: astropy reads it afresh
+    return out if cols == slice(None) else np.ascontiguousarray(out[:, cols])
 
 
 class _FitsBlocks:

@@ -10,6 +10,7 @@ from astropy.io.fits.verify import VerifyError
 from astropy.utils.exceptions import AstropyUserWarning
 
 from ccdflow.errors import FrameReadError
+from ccdflow.io.fits_plain import HeaderText
 
 try:  # raised by astropy's tile decompression (its cfitsio code); the module is private
     from astropy.io.fits.hdu.compressed._compression import CfitsioException
@@ -28,7 +29,7 @@ READ_ERRORS = (
 )
 
 
-def check_cards(header: fits.Header, *, path: str, hdu: int) -> None:
+def check_cards(header: fits.Header | HeaderText, *, path: str, hdu: int) -> None:
     """Raise if a card of ``header`` has a value astropy cannot parse, or ``BSCALE`` is 0.
 
     astropy parses card values only when they are used, and then either raises a bare
@@ -37,8 +38,9 @@ def check_cards(header: fits.Header, *, path: str, hdu: int) -> None:
 
     Parameters
     ----------
-    header : astropy.io.fits.Header
-        The header of the HDU read.
+    header : astropy.io.fits.Header or HeaderText
+        The header of the HDU read. A `HeaderText` whose cards all have values of a plain form
+        (`ccdflow.io.fits_plain.simple_cards`) is not parsed: none of them can fail.
     path : str
         Its file, for the message.
     hdu : int
@@ -65,6 +67,11 @@ def check_cards(header: fits.Header, *, path: str, hdu: int) -> None:
     ...     print(err)
     raw.fits[0]: header card EXPTIME has a value that cannot be parsed
     """
+    if isinstance(header, HeaderText):
+        if header.simple:
+            _check_scale(header.values({"BSCALE"}).get("BSCALE", 1.0), path=path, hdu=hdu)
+            return
+        header = header.header
     for card in header.cards:
         try:
             card.value  # noqa: B018 - parsing is the check
@@ -73,9 +80,11 @@ def check_cards(header: fits.Header, *, path: str, hdu: int) -> None:
             raise FrameReadError(
                 path, f"header card {card.keyword} has a value that cannot be parsed", hdu=hdu
             ) from err
+    _check_scale(header.get("BSCALE", 1.0), path=path, hdu=hdu)
+
+
+def _check_scale(value, *, path: str, hdu: int) -> None:
     # a zero (or non-finite) scale maps every stored value to BZERO: the pixels are lost
-    for key in ("BSCALE",):
-        value = header.get(key, 1.0)
-        if isinstance(value, int | float) and not (math.isfinite(value) and value != 0):
-            raise FrameReadError(path, f"{key} = {value!r}: the pixel values cannot be recovered",
-                                 hdu=hdu)
+    if isinstance(value, int | float) and not (math.isfinite(value) and value != 0):
+        raise FrameReadError(path, f"BSCALE = {value!r}: the pixel values cannot be recovered",
+                             hdu=hdu)

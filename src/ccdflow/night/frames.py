@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
@@ -17,8 +19,20 @@ from ccdflow.array.detector import Detector
 from ccdflow.errors import CcdflowError, FrameReadError
 from ccdflow.io.detectors import assembled_header, header_detectors
 from ccdflow.io.filelist import ListedFrame
-from ccdflow.io.fits import read_header
-from ccdflow.io.headers import find_exposure_time, frame_filter
+from ccdflow.io.fits import read_header_text
+from ccdflow.io.fits_plain import HeaderText
+from ccdflow.io.headers import (
+    EXPTIME_KEYS,
+    FILTER_KEYS,
+    FILTER_WHEEL_KEYS,
+    GAIN_KEYS,
+    IMAGE_AREA_KEYS,
+    OVERSCAN_KEYS,
+    READ_NOISE_KEYS,
+    SATURATION_KEYS,
+    find_exposure_time,
+    frame_filter,
+)
 from ccdflow.io.location import stat
 from ccdflow.io.names import safe_name
 from ccdflow.io.products import file_sha1
@@ -28,7 +42,56 @@ _LETTERED = re.compile(r"DATASEC[A-Z]")
 #: Threads reading headers at once: enough to hide a network file system's latency.
 READ_THREADS = 16
 
-__all__ = ["READ_THREADS", "FrameInfo", "describe_frames", "file_identity", "output_stem"]
+__all__ = ["PLAN_KEYS", "READ_THREADS", "FrameInfo", "PlanValues", "describe_frames",
+           "file_identity", "output_stem"]
+
+#: The header keywords planning reads: the frame's shape, type of data, exposure time, filter,
+#: object, binning, and what `ccdflow.io.frame_settings.resolve_params` may take from a header.
+#: Their values are kept with each frame (and in the header cache), so that a plan parses no header.
+PLAN_KEYS = frozenset({
+    "NAXIS1", "NAXIS2", "BITPIX", "ZBITPIX", "BSCALE", "OBJECT", "CCDSUM",
+    *EXPTIME_KEYS, *FILTER_KEYS, *FILTER_WHEEL_KEYS, *GAIN_KEYS, *READ_NOISE_KEYS,
+    *SATURATION_KEYS, *OVERSCAN_KEYS, *IMAGE_AREA_KEYS,
+})
+
+
+class PlanValues(Mapping):
+    """A frame's header values for planning: the `PLAN_KEYS` its header has.
+
+    Asking for a keyword outside `PLAN_KEYS` is a mistake in the code, not a missing card, and
+    raises `RuntimeError` rather than answering "absent".
+
+    Examples
+    --------
+    >>> values = PlanValues({"EXPTIME": 30.0})
+    >>> values["EXPTIME"], "GAIN" in values, values.get("FILTER", "")
+    (30.0, False, '')
+    """
+
+    def __init__(self, values: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in PLAN_KEYS:
+            raise RuntimeError(f"{key} is not among the header keys kept for planning (PLAN_KEYS)")
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def _plain(value: Any) -> Any:
+    """A header value as JSON keeps it: numbers, text, booleans and None as they are."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)  # a complex number: never a usable value of these keys
 
 
 @dataclass(frozen=True)
@@ -44,6 +107,8 @@ class FrameInfo:
     object: str = ""
     processed: bool = False  # floating-point or rescaled data: a reduced product, not a raw readout
     header: str = ""  # the header as FITS text: small, picklable, exact
+    # the header's values the plan reads (`PLAN_KEYS`), as (keyword, value) pairs
+    values: tuple[tuple[str, Any], ...] = ()
     identity: tuple = ()
     error: str | None = None
     # a frame read through several amplifiers or HDUs: the layout its headers describe (JSON),
@@ -64,6 +129,14 @@ class FrameInfo:
         """The frame's header, parsed once and shared: copy it before changing it."""
         return self._parsed_header
 
+    def plan_header(self) -> PlanValues:
+        """The header's values the plan reads, without parsing the header."""
+        return self._plan_values
+
+    @cached_property
+    def _plan_values(self) -> PlanValues:
+        return PlanValues(self.values)
+
     @cached_property
     def _parsed_header(self) -> fits.Header:
         # cached_property writes the instance __dict__ directly, which a frozen dataclass allows
@@ -72,12 +145,12 @@ class FrameInfo:
     def __getstate__(self) -> dict:
         # Ship the text only: a parsed Header pickles larger and slower than it re-parses.
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("_parsed_header", "_parsed_detector")}
+                if k not in ("_parsed_header", "_parsed_detector", "_plan_values")}
 
     @classmethod
-    def from_header(cls, *, type: str, path: Path, hdu: int, header: fits.Header,
+    def from_header(cls, *, type: str, path: Path, hdu: int, header: fits.Header | HeaderText,
                     identity: tuple) -> FrameInfo:
-        """Describe a frame from its parsed header, which is kept (no second parse).
+        """Describe a frame from its header, which is kept (no second parse).
 
         Examples
         --------
@@ -88,14 +161,19 @@ class FrameInfo:
         >>> info.shape, info.exptime, info.filter, info.fits_header() is header
         ((3, 4), 2.0, 'V', True)
         """
+        cards = header if isinstance(header, HeaderText) else HeaderText.parsed(header)
+        values = PlanValues(sorted((key, _plain(value))
+                                   for key, value in cards.values(PLAN_KEYS).items()))
         info = cls(type=type, path=path, hdu=hdu,
-                   shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
-                   exptime=find_exposure_time(header, path=str(path)),
-                   filter=frame_filter(header),
-                   object=str(header.get("OBJECT", "")).strip(),
-                   processed=_is_reduced_product(header),
-                   header=header.tostring(), identity=identity)
-        info.__dict__["_parsed_header"] = header
+                   shape=(int(values["NAXIS2"]), int(values["NAXIS1"])),
+                   exptime=find_exposure_time(values, path=str(path)),
+                   filter=frame_filter(values),
+                   object=str(values.get("OBJECT", "")).strip(),
+                   processed=_is_reduced_product(values),
+                   header=cards.text, values=tuple(values.items()), identity=identity)
+        info.__dict__["_plan_values"] = values
+        if "header" in cards.__dict__:  # parsed already
+            info.__dict__["_parsed_header"] = cards.header
         return info
 
     @property
@@ -135,7 +213,7 @@ def file_identity(path: Path, *, content: bool = False) -> tuple:
     return (*identity, file_sha1(path)) if content else identity
 
 
-def _is_reduced_product(header: fits.Header) -> bool:
+def _is_reduced_product(header: Mapping[str, Any]) -> bool:
     """Raw readouts are plain integers; floating-point or rescaled (BSCALE != 1) data is a product."""
     bitpix = int(header.get("ZBITPIX", header.get("BITPIX", 16)))
     bscale = header.get("BSCALE", 1.0)
@@ -176,14 +254,24 @@ def describe_frames(listed: list[ListedFrame], *, content: bool = False,
     True
     """
     known = known or {}
+    described: list[list[FrameInfo] | None] = [None] * len(listed)
+    if known and not content:  # a stat each: cheaper here than handed to a thread
+        for i, entry in enumerate(listed):
+            cached = None if entry.error else _known(entry, content=False, known=known)
+            described[i] = None if cached is None else [cached]
+    todo = [i for i, infos in enumerate(described) if infos is None]
 
-    def describe(entry: ListedFrame) -> FrameInfo:
-        return _describe_one(entry, content=content, known=known)
+    def describe(i: int) -> list[FrameInfo]:
+        return _describe_one(listed[i], content=content, known=known)
 
-    if threads <= 1 or len(listed) <= 1:
-        return [info for entry in listed for info in describe(entry)]
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ccdflow-headers") as pool:
-        return [info for infos in pool.map(describe, listed) for info in infos]
+    if threads <= 1 or len(todo) <= 1:
+        for i in todo:
+            described[i] = describe(i)
+    else:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ccdflow-headers") as pool:
+            for i, infos in zip(todo, pool.map(describe, todo), strict=True):
+                described[i] = infos
+    return [info for infos in described for info in infos]
 
 
 def _describe_one(entry: ListedFrame, *, content: bool, known: Mapping[tuple, FrameInfo]
@@ -195,7 +283,7 @@ def _describe_one(entry: ListedFrame, *, content: bool, known: Mapping[tuple, Fr
         if cached is not None:
             return [cached]
         try:
-            hdu, header = read_header(entry.path, hdu=entry.hdu)
+            hdu, cards = read_header_text(entry.path, hdu=entry.hdu)
         except FrameReadError as unreadable:
             # an empty primary before one extension per amplifier (or per CCD) is no error; a
             # file that cannot be opened at all keeps the frame reader's reason
@@ -206,11 +294,11 @@ def _describe_one(entry: ListedFrame, *, content: bool, known: Mapping[tuple, Fr
             if not detectors:
                 raise unreadable from unreadable.__cause__
             return _describe_detectors(entry, detectors, content=content)
-        if any(_LETTERED.fullmatch(k) for k in header):
+        if "DATASEC" in cards.text and any(_LETTERED.fullmatch(k) for k in cards.keywords):
             detectors = header_detectors(entry.path, hdu=hdu)
             if detectors:
                 return _describe_detectors(entry, detectors, content=content)
-        return [FrameInfo.from_header(type=entry.type, path=entry.path, hdu=hdu, header=header,
+        return [FrameInfo.from_header(type=entry.type, path=entry.path, hdu=hdu, header=cards,
                                       identity=file_identity(entry.path, content=content))]
     except (CcdflowError, OSError) as err:
         return [FrameInfo(type=entry.type, path=entry.path, hdu=entry.hdu,
@@ -239,5 +327,5 @@ def _known(entry: ListedFrame, *, content: bool, known: Mapping[tuple, FrameInfo
     try:
         identity = file_identity(entry.path, content=content)
     except OSError:
-        return None  # read_header then says what is wrong, as for any unreadable file
+        return None  # read_header_text then says what is wrong, as for any unreadable file
     return known.get((identity, entry.type, entry.hdu))

@@ -16,7 +16,7 @@ from typing import Any
 from ccdflow._version import __version__
 from ccdflow.io.location import RemotePath, as_location
 from ccdflow.io.write import atomic_path
-from ccdflow.night.frames import FrameInfo
+from ccdflow.night.frames import PLAN_KEYS, FrameInfo
 
 __all__ = ["CACHE_NAME", "load_header_cache", "save_header_cache"]
 
@@ -24,13 +24,14 @@ logger = logging.getLogger(__name__)
 
 #: The cache's file name inside the output folder.
 CACHE_NAME = ".ccdflow-headers.json"
-_FORMAT = 2  # 2: the filter read by `frame_filter`
+_FORMAT = 3  # 2: the filter read by `frame_filter`; 3: the values planning reads
 
 
 def _entry(frame: FrameInfo, listed_hdu: int) -> dict:
     return {"key": [list(frame.identity), frame.type, listed_hdu], "hdu": frame.hdu,
             "shape": list(frame.shape), "exptime": frame.exptime, "filter": frame.filter,
-            "object": frame.object, "processed": frame.processed, "header": frame.header}
+            "object": frame.object, "processed": frame.processed, "header": frame.header,
+            "values": [list(pair) for pair in frame.values]}
 
 
 def _frame(entry: dict, options: Mapping[str, Any] | None) -> tuple[tuple, FrameInfo]:
@@ -38,7 +39,8 @@ def _frame(entry: dict, options: Mapping[str, Any] | None) -> tuple[tuple, Frame
     path, size, mtime_ns, *rest = identity
     if not (isinstance(path, str) and isinstance(size, int) and isinstance(mtime_ns, int)
             and isinstance(kind, str) and isinstance(listed_hdu, int)
-            and isinstance(entry["header"], str) and len(entry["header"]) % 80 == 0):
+            and isinstance(entry["header"], str) and len(entry["header"]) % 80 == 0
+            and all(isinstance(key, str) and key in PLAN_KEYS for key, _ in entry["values"])):
         raise ValueError("malformed entry")
     ny, nx = entry["shape"]
     exptime = entry["exptime"]
@@ -47,6 +49,7 @@ def _frame(entry: dict, options: Mapping[str, Any] | None) -> tuple[tuple, Frame
                       exptime=None if exptime is None else float(exptime),
                       filter=str(entry["filter"]), object=str(entry["object"]),
                       processed=bool(entry["processed"]), header=entry["header"],
+                      values=tuple((key, value) for key, value in entry["values"]),
                       identity=tuple(identity))
     return (frame.identity, kind, listed_hdu), frame
 

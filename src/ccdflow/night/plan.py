@@ -113,11 +113,12 @@ def frame_resolved(frame: FrameInfo, config: NightConfig) -> Resolved:
     if is_processed(frame, config):
         settings = settings.replace(overscans=(), image_area=None, detector=None)
         detector = None
-    return resolve_params(frame.fits_header(), frame.shape, settings, path=str(frame.path),
+    return resolve_params(frame.plan_header(), frame.shape, settings, path=str(frame.path),
                           hdu=frame.hdu, detector=detector)
 
 
-def master_combine(kind: str, frames: list[FrameInfo], config: NightConfig) -> CombineParams:
+def master_combine(kind: str, frames: list[FrameInfo], config: NightConfig, *,
+                   resolved: list[Resolved] | None = None) -> CombineParams:
     """The `CombineParams` of a master: the config's, with the frames' CCD noise model filled in.
 
     When the config's ``combine.<kind>`` names no noise model (``gain`` and ``read_noise``
@@ -141,7 +142,8 @@ def master_combine(kind: str, frames: list[FrameInfo], config: NightConfig) -> C
             or params.clip not in (ClipMethod.auto, ClipMethod.ccdclip) or params.scale is not None
             or any(is_processed(f, config) for f in frames)):
         return params
-    resolved = [frame_resolved(f, config) for f in frames]
+    if resolved is None:  # else: the frames' own, resolved by the caller
+        resolved = [frame_resolved(f, config) for f in frames]
     if any(source == "default" or source.startswith("default ")
            for r in resolved for name, source in r.sources
            if name.split("[")[0] in ("gain", "read_noise")):
@@ -190,7 +192,7 @@ def binning(frame: FrameInfo) -> tuple[int, int]:
     if detector is not None:
         return detector.binning
     try:
-        return parse_binning(frame.fits_header().get("CCDSUM"))
+        return parse_binning(frame.plan_header().get("CCDSUM"))
     except ConfigError:
         return (1, 1)  # an unreadable CCDSUM: the layout check names any mismatch
 
@@ -217,10 +219,10 @@ def _master_groups(frames: list[FrameInfo], binned: bool) -> dict[str, list[Fram
 
 
 def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
-                     plan: Plan) -> tuple[list[FrameInfo], CalibrationParams]:
+                     plan: Plan) -> list[tuple[FrameInfo, Resolved]]:
     """Keep the frames sharing the group's most common layout; report the others as failures."""
     failures = plan.failures
-    layouts: dict[tuple, list[tuple[FrameInfo, CalibrationParams]]] = defaultdict(list)
+    layouts: dict[tuple, list[tuple[FrameInfo, Resolved]]] = defaultdict(list)
     for frame in group:
         try:
             resolved = frame_resolved(frame, config)
@@ -231,7 +233,7 @@ def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
         if resolved.notes:
             plan.notes.setdefault(frame.label, []).extend(resolved.notes)
         layouts[(frame.shape, params.image_area, params.overscans, params.layout.layout_key,
-                 is_processed(frame, config))].append((frame, params))
+                 is_processed(frame, config))].append((frame, resolved))
     if not layouts:
         raise IncompatibleFramesError(group[0].path, f"no usable frame in the {name} group")
     keep = max(layouts.values(), key=len)
@@ -244,13 +246,14 @@ def _majority_layout(name: str, group: list[FrameInfo], config: NightConfig,
                else "shape or layout differs")
         failures[frame.label] = (f"IncompatibleFramesError: {frame.path}: {why} from "
                                      f"{reference.path} in the {name} group; left out")
-    return [frame for frame, _ in keep], keep[0][1]
+    return keep
 
 
 def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
                  available: dict[str, MasterPlan], plan: Plan, *, binned: bool) -> MasterPlan:
     kind = name.split("_")[0]
-    group, first = _majority_layout(name, group, config, plan)
+    kept = _majority_layout(name, group, config, plan)
+    group, first = [frame for frame, _ in kept], kept[0][1].params
     processed = is_processed(group[0], config)
     needs = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark")}[kind]
     if processed:
@@ -262,7 +265,8 @@ def _plan_master(name: str, group: list[FrameInfo], config: NightConfig,
     notes = tuple((f.label, note) for f in group for note in plan.notes.get(f.label, ()))
     master = MasterPlan(name=name, kind=kind, filter=group[0].filter if kind == "flat" else "",
                         frames=tuple(group), params=first,
-                        combine=master_combine(kind, group, config),
+                        combine=master_combine(kind, group, config,
+                                               resolved=[r for _, r in kept]),
                         needs=needs, notes=notes)
     # gain, read noise and saturation do not enter a master: leave them out of its key
     layout = {k: v for k, v in first.to_dict().items()
