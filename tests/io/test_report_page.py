@@ -228,4 +228,18 @@ def test_an_unreadable_cache_is_rebuilt(night, tmp_path):
     assert summaries.get(light, max_side=64)["picture"].startswith("data:image/png;base64,")
     assert summaries.read == 1
     write_report_page(copy)
-    assert json.loads((copy / CACHE_NAME).read_text())["format"] == 1
+    assert json.loads((copy / CACHE_NAME).read_text())["format"] == 2
+
+
+def test_an_unchanged_page_leaves_its_cache_unwritten(night, tmp_path):
+    output, _, _ = night
+    copy = tmp_path / "copy"
+    shutil.copytree(output, copy, ignore=shutil.ignore_patterns("work.zarr"))
+    write_report_page(copy)
+    cache = copy / CACHE_NAME
+    before = (cache.stat().st_ino, cache.stat().st_mtime_ns)
+    write_report_page(copy)
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == before
+    next(copy.glob("lights/*.fits")).unlink()  # a product gone: its entry leaves the cache
+    write_report_page(copy)
+    assert cache.stat().st_ino != before[0]

@@ -16,7 +16,7 @@ from ccdflow.errors import CcdflowError, ConfigError, FrameReadError
 from ccdflow.io.detectors import assembled_header, header_detectors
 from ccdflow.io.fits import read_header
 from ccdflow.io.headers import frame_type
-from ccdflow.io.location import RemotePath, as_location, is_local
+from ccdflow.io.location import RemotePath, as_location, is_local, resolve_cached
 
 __all__ = ["ListedFrame", "drop_duplicates", "read_filelist", "scan_directory"]
 
@@ -99,19 +99,10 @@ def read_filelist(path: str | os.PathLike | RemotePath, *,
         frame_path = as_location(fields[1], storage_options=storage_options)
         if not frame_path.is_absolute():
             frame_path = path.parent / frame_path
-        frames.append(ListedFrame(kind, _resolved(frame_path, folders), hdu, where))
+        frames.append(ListedFrame(kind, resolve_cached(frame_path, folders), hdu, where))
     if not frames:
         raise ConfigError(str(path), "the file list names no frames")
     return frames
-
-
-def _resolved(path: Path | RemotePath, folders: dict[Path, Path]) -> Path | RemotePath:
-    """``path.resolve()``, each folder resolved once (a list names hundreds of files in a few)."""
-    if isinstance(path, RemotePath) or path.name in ("", ".", "..") or path.is_symlink():
-        return path.resolve()
-    if path.parent not in folders:
-        folders[path.parent] = path.parent.resolve()
-    return folders[path.parent] / path.name
 
 
 def scan_directory(directory: str | os.PathLike | RemotePath) -> list[ListedFrame]:

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 from ccdflow.errors import CcdflowError, ConfigError, StorageError
 
 __all__ = ["PATH_TYPES", "FileStat", "Location", "RemotePath", "as_location", "exists", "glob", "is_local",
-           "is_url", "join", "open_binary", "open_fits", "read_bytes", "remove_tree", "stat",
+           "is_url", "join", "open_binary", "open_fits", "read_bytes", "remove_tree",
+           "resolve_cached", "stat",
            "write_bytes_atomic", "zarr_target"]
 
 
@@ -342,6 +343,25 @@ def as_location(value: str | os.PathLike | RemotePath, *,
     if base is not None and not path.is_absolute():
         return (base / text).resolve() if isinstance(base, RemotePath) else (base / path).resolve()
     return path
+
+
+def resolve_cached(path: Location, folders: dict[Path, Path]) -> Location:
+    """``path.resolve()``, each folder resolved once and kept in ``folders``.
+
+    A night names thousands of files in a few folders; resolving each path whole would follow
+    every folder of it again.
+
+    Examples
+    --------
+    >>> folders = {}
+    >>> resolve_cached(Path("/data/raw/../raw/a.fits"), folders), len(folders)
+    (PosixPath('/data/raw/a.fits'), 1)
+    """
+    if isinstance(path, RemotePath) or path.name in ("", ".", "..") or path.is_symlink():
+        return path.resolve()
+    if path.parent not in folders:
+        folders[path.parent] = path.parent.resolve()
+    return folders[path.parent] / path.name
 
 
 def _check_protocol(protocol: str, url: str) -> None:

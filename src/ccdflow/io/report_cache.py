@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 #: The page's cache, in the night's output folder.
 CACHE_NAME = "report.cache.json"
-_FORMAT = 1
+_FORMAT = 2  # 2: paletted pictures
 
 
 def summarize_product(path: Path | RemotePath, *, max_side: int) -> dict[str, Any]:
@@ -111,7 +111,12 @@ class ProductSummaries:
         return entry["summary"]
 
     def save(self) -> None:
-        """Write the entries used by this page (the others belonged to products now gone)."""
+        """Write the entries used by this page (the others belonged to products now gone).
+
+        Nothing is written when they are the cached ones, unchanged (a rerun's page).
+        """
+        if self.read == 0 and self._used.keys() == self._kept.keys():
+            return
         try:
             with atomic_path(self.path) as tmp:
                 tmp.write_text(json.dumps({"format": _FORMAT, "products": self._used}))

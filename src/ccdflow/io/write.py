@@ -17,7 +17,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from ccdflow.errors import CcdflowError, InputOverwriteError, OutputExistsError, OutputTreeError
-from ccdflow.io.location import Location, RemotePath, as_location
+from ccdflow.io.location import Location, RemotePath, as_location, resolve_cached
 
 __all__ = ["atomic_path", "check_output_tree", "guard_inputs", "remove_stale_temporaries",
            "write_fits"]
@@ -27,14 +27,14 @@ TEMP_PREFIX = ".ccdflow-"
 TEMP_SUFFIX = ".part"
 
 
-def _identities(path: Location) -> list[tuple]:
+def _identities(path: Location, folders: dict[Path, Path]) -> list[tuple]:
     """What makes two spellings the same file: device and inode where it exists, and the real path.
 
     An object has one spelling (its URL, with ``..`` already folded): an object store has no links.
     """
     if isinstance(path, RemotePath):
         return [("url", path.url)]
-    keys: list[tuple] = [("path", os.path.realpath(path))]
+    keys: list[tuple] = [("path", str(resolve_cached(Path(path), folders)))]
     with contextlib.suppress(OSError):
         st = path.stat()
         keys.append(("inode", st.st_dev, st.st_ino))
@@ -74,11 +74,12 @@ def guard_inputs(outputs: Iterable[str | os.PathLike], *,
     True
     """
     known: dict[tuple, Location] = {}
+    folders: dict[Path, Path] = {}
     for path in inputs:
-        for key in _identities(as_location(path)):
+        for key in _identities(as_location(path), folders):
             known.setdefault(key, as_location(path))
     for path in outputs:
-        for key in _identities(as_location(path)):
+        for key in _identities(as_location(path), folders):
             if key in known:
                 raise InputOverwriteError(path, known[key])
 
