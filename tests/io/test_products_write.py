@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tracemalloc
 
 import numpy as np
@@ -37,3 +38,25 @@ def test_a_read_only_array_is_written_too(tmp_path):
     image.flags.writeable = False
     write_calibrated(tmp_path / "a.fits", image=image, error=image, header=fits.Header())
     np.testing.assert_array_equal(fits.getdata(tmp_path / "a.fits"), np.arange(12).reshape(3, 4))
+
+
+def test_the_digest_taken_while_writing_is_the_files_and_costs_no_copy(tmp_path):
+    rng = np.random.default_rng(4)
+    image = rng.normal(100.0, 5.0, (512, 512)).astype(np.float32)
+    error = rng.uniform(1.0, 2.0, (512, 512)).astype(np.float32)
+    mask = (rng.random((512, 512)) < 0.01).astype(np.uint8)
+    before = image.copy()
+    header = fits.Header([("FILTER", "V"), ("EXPTIME", 30.0)])
+    write_calibrated(tmp_path / "plain.fits", image=image, error=error, header=header, mask=mask)
+    digest = hashlib.sha1()
+    tracemalloc.start()
+    write_calibrated(tmp_path / "hashed.fits", image=image, error=error, header=header, mask=mask,
+                     sha1=digest)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    written = (tmp_path / "hashed.fits").read_bytes()
+    assert written == (tmp_path / "plain.fits").read_bytes()  # the same file either way
+    assert digest.hexdigest() == hashlib.sha1(written).hexdigest()
+    assert peak < image.nbytes / 4
+    np.testing.assert_array_equal(image, before)
+    assert not list(tmp_path.glob(".ccdflow-*"))  # no temporary left

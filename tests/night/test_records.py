@@ -1,6 +1,7 @@
 """The record table: written by the client in batches, it survives reruns, and a batch lost to a
 killed run only redoes its frames."""
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -97,6 +98,11 @@ def test_records_survive_a_rerun_in_one_table(tmp_path):
     assert sorted(table["lights_V"]) == stems
     assert all(r["output_stamp"]["size"] > 0 and len(r["output_stamp"]["sha1"]) == 40
                for r in table["lights_V"].values())
+    # the digest taken while writing is the product's own
+    for record in table["lights_V"].values():
+        product = Path(record["output"])
+        assert record["output_stamp"]["sha1"] == hashlib.sha1(product.read_bytes()).hexdigest()
+        assert record["output_stamp"]["size"] == product.stat().st_size
     # a night that does not stack writes only the FITS products: no cube, no slice digests
     assert not any("digests" in r for r in table["lights_V"].values())
     assert not (tmp_path / "reduced/work.zarr/cubes").exists()

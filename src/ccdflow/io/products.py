@@ -158,7 +158,7 @@ def _detector_cards(params: CalibrationParams, stats: dict) -> list[tuple[str, A
 
 def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.ndarray,
                      header: fits.Header, mask: np.ndarray | None = None,
-                     overwrite: bool = True) -> Path:
+                     overwrite: bool = True, sha1: Any = None) -> Path:
     """Write the calibrated image (primary), ``ERROR`` and optional ``MASK`` extensions atomically.
 
     Parameters
@@ -174,6 +174,8 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
         uint8 flags for a ``MASK`` extension.
     overwrite : bool
         Whether an existing file may be replaced.
+    sha1 : hashlib object, optional
+        Fed the file's bytes as they are written (its digest without reading it back).
 
     Returns
     -------
@@ -188,7 +190,7 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=MASK_DTYPE), name="MASK"))
         for key, value, comment in mask_header(dtype=MASK_DTYPE):
             hdus[2].header[key] = (value, comment)
-    return write_fits(path, fits.HDUList(hdus), overwrite=overwrite)
+    return write_fits(path, fits.HDUList(hdus), overwrite=overwrite, sha1=sha1)
 
 
 # cards of one calibrated frame that say nothing true about a combination of frames

@@ -13,6 +13,7 @@ import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
@@ -223,18 +224,23 @@ def _remote_temporary(path: RemotePath) -> Iterator[Path]:
 
 
 def write_fits(path: str | os.PathLike | RemotePath, hdul: fits.HDUList, *, overwrite: bool = True,
-               checksum: bool = False) -> Location:
+               checksum: bool = False, sha1: Any = None) -> Location:
     """Write an HDU list atomically, never leaving a partial file at ``path``.
 
     ``checksum`` adds FITS ``CHECKSUM``/``DATASUM`` cards; it costs about as much as the write
     itself, so it is used for masters (written once, read by every light) and not per light.
+    ``sha1``, a `hashlib` object, is fed the bytes as they are written: the file's digest without
+    reading it back.
 
     Examples
     --------
-    >>> import tempfile, pathlib, numpy as np
+    >>> import hashlib, tempfile, pathlib, numpy as np
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "zeros.fits"
-    >>> write_fits(path, fits.HDUList([fits.PrimaryHDU(np.zeros((2, 2)))])).name
+    >>> digest = hashlib.sha1()
+    >>> write_fits(path, fits.HDUList([fits.PrimaryHDU(np.zeros((2, 2)))]), sha1=digest).name
     'zeros.fits'
+    >>> digest.hexdigest() == hashlib.sha1(path.read_bytes()).hexdigest()
+    True
     """
     path = as_location(path)
     if isinstance(path, RemotePath):  # serialized in memory, sent as one PUT
@@ -242,8 +248,38 @@ def write_fits(path: str | os.PathLike | RemotePath, hdul: fits.HDUList, *, over
             raise OutputExistsError(f"{path}: exists and overwrite is off")
         buffer = io.BytesIO()
         hdul.writeto(buffer, checksum=checksum)
+        if sha1 is not None:
+            sha1.update(buffer.getbuffer())
         path.write_bytes(buffer.getvalue())
         return path
     with atomic_path(path, overwrite=overwrite) as tmp:
-        hdul.writeto(tmp, overwrite=True, checksum=checksum)
+        if sha1 is None:
+            hdul.writeto(tmp, overwrite=True, checksum=checksum)
+        else:
+            with open(tmp, "wb") as out:
+                hdul.writeto(_Hashing(out, sha1), checksum=checksum)
     return path
+
+
+class _Hashing:
+    """A write-only stream that hashes what passes through it to a file.
+
+    It is not seekable, so astropy hands it each array's own buffer (no copy) instead of
+    ``ndarray.tofile``; ``tell`` is the file's, for the header offsets astropy keeps.
+    """
+
+    def __init__(self, out: io.BufferedWriter, sha1: Any) -> None:
+        self._out, self._sha1 = out, sha1
+
+    def write(self, data) -> int:
+        self._sha1.update(data)
+        return self._out.write(data)
+
+    def tell(self) -> int:
+        return self._out.tell()
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def seekable(self) -> bool:
+        return False

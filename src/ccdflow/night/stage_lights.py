@@ -7,6 +7,7 @@ reusing the frame) goes back to the client with the result, which keeps the reco
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -107,13 +108,14 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
                                    dark_scale=scale, flat_norm=norm, stats=stats,
                                    history=f"raw file {header_text(plan.frame.path.name)}")
         add_fallback_notes(header, plan.notes)
+        digest = hashlib.sha1()  # of the bytes as written: the product is not read back
         write_calibrated(plan.output, image=image, error=error, header=header,
-                         mask=mask if job.write_mask else None)
+                         mask=mask if job.write_mask else None, sha1=digest)
         clock.lap("fits")
         seconds = time.perf_counter() - start
         stats = {**stats, "timings": clock.laps}
         record = {"key": plan.key, "output": str(plan.output), "seconds": seconds, "stats": stats,
-                  "output_stamp": file_stamp(plan.output), **slices}
+                  "output_stamp": file_stamp(plan.output, sha1=digest.hexdigest()), **slices}
         return FrameResult(plan.frame.label, str(plan.output), FrameStatus.done, seconds, None,
                            stats, list(plan.notes) or None, record=record)
     except CcdflowError as err:

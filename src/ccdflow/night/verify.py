@@ -41,8 +41,12 @@ def array_digest(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def file_stamp(path: str | os.PathLike | RemotePath) -> dict[str, int | str]:
+def file_stamp(path: str | os.PathLike | RemotePath, *, sha1: str | None = None
+               ) -> dict[str, int | str]:
     """A product's size, modification time (ns), ETag (an object's) and SHA-1, when written.
+
+    ``sha1``: the digest of the bytes just written, when the writer computed it (else the file is
+    read).
 
     Examples
     --------
@@ -54,7 +58,7 @@ def file_stamp(path: str | os.PathLike | RemotePath) -> dict[str, int | str]:
     """
     status = stat(path)
     return {"size": status.st_size, "mtime_ns": status.st_mtime_ns,
-            "etag": getattr(status, "etag", ""), "sha1": file_sha1(path)}
+            "etag": getattr(status, "etag", ""), "sha1": sha1 or file_sha1(path)}
 
 
 def file_problem(path: str | os.PathLike | RemotePath, stamp: dict | None, *,
