@@ -21,13 +21,36 @@ from ccdflow.io.location import RemotePath, as_location, open_fits, stat
 from ccdflow.io.pictures import image_stats, png_data_uri
 from ccdflow.io.write import atomic_path
 
-__all__ = ["CACHE_NAME", "ProductSummaries", "summarize_product"]
+__all__ = ["CACHE_NAME", "ProductSummaries", "product_stamp", "summarize_product",
+           "summarize_stamped"]
 
 logger = logging.getLogger(__name__)
 
 #: The page's cache, in the night's output folder.
 CACHE_NAME = "report.cache.json"
 _FORMAT = 2  # 2: paletted pictures
+
+
+def _key(path: Path | RemotePath, max_side: int) -> str:
+    return f"{path.parent.name}/{path.name}@{max_side}"
+
+
+def product_stamp(path: Path | RemotePath) -> list:
+    """What says a product changed: size, modification time (ns) and an object's ETag.
+
+    An object's time counts whole seconds: its ETag tells a rewrite within one.
+    """
+    status = stat(path)
+    return [status.st_size, status.st_mtime_ns, getattr(status, "etag", "")]
+
+
+def summarize_stamped(path: Path | RemotePath, *, max_side: int) -> tuple[list, dict[str, Any]]:
+    """The product's stamp, then its summary (`summarize_product`): a task for a cluster's worker.
+
+    The stamp is taken first: a product rewritten meanwhile is summarized again by the page.
+    """
+    stamp = product_stamp(path)
+    return stamp, summarize_product(path, max_side=max_side)
 
 
 def summarize_product(path: Path | RemotePath, *, max_side: int) -> dict[str, Any]:
@@ -90,6 +113,7 @@ class ProductSummaries:
     def __init__(self, output_dir: Path | RemotePath):
         self.path = as_location(output_dir) / CACHE_NAME
         self.read = 0  # products read (not found unchanged in the cache)
+        self._put = 0  # summaries made elsewhere, added with `put`
         self._used: dict[str, dict] = {}
         try:
             cache = json.loads(self.path.read_text())
@@ -99,10 +123,7 @@ class ProductSummaries:
 
     def get(self, path: Path | RemotePath, *, max_side: int) -> dict[str, Any]:
         """The product's summary: from the cache if its size and time are unchanged, else read."""
-        status = stat(path)
-        key = f"{path.parent.name}/{path.name}@{max_side}"
-        # an object's time counts whole seconds: its ETag tells a rewrite within one
-        stamp = [status.st_size, status.st_mtime_ns, getattr(status, "etag", "")]
+        key, stamp = _key(path, max_side), product_stamp(path)
         entry = self._kept.get(key)
         if not (isinstance(entry, dict) and entry.get("stamp") == stamp):
             entry = {"stamp": stamp, "summary": summarize_product(path, max_side=max_side)}
@@ -110,12 +131,26 @@ class ProductSummaries:
         self._used[key] = entry
         return entry["summary"]
 
+    def stale(self, path: Path | RemotePath, *, max_side: int) -> bool:
+        """Whether `get` would read the product (not cached as it is now)."""
+        entry = self._kept.get(_key(path, max_side))
+        return not (isinstance(entry, dict) and entry.get("stamp") == product_stamp(path))
+
+    def put(self, path: Path | RemotePath, *, max_side: int, stamp: list,
+            summary: dict[str, Any]) -> None:
+        """Hold a summary made elsewhere (`summarize_stamped`, e.g. on a cluster's workers).
+
+        It is written by `save` when the page used it.
+        """
+        self._kept[_key(path, max_side)] = {"stamp": stamp, "summary": summary}
+        self._put += 1
+
     def save(self) -> None:
         """Write the entries used by this page (the others belonged to products now gone).
 
         Nothing is written when they are the cached ones, unchanged (a rerun's page).
         """
-        if self.read == 0 and self._used.keys() == self._kept.keys():
+        if self.read == 0 and self._put == 0 and self._used.keys() == self._kept.keys():
             return
         try:
             with atomic_path(self.path) as tmp:

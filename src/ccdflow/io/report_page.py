@@ -23,7 +23,7 @@ from ccdflow.io.report_cache import ProductSummaries
 from ccdflow.io.report_style import PAGE_CSS
 from ccdflow.io.write import atomic_path
 
-__all__ = ["render_report_page", "write_report_page", "write_report_page_or_warn"]
+__all__ = ["page_products", "render_report_page", "write_report_page", "write_report_page_or_warn"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,26 @@ def _stacks(output_dir: Path, report: dict, *, max_side: int, summaries: Product
     return f'<section><h2>Stacks</h2><div class="masters">{"".join(cards)}</div></section>' if cards else ""
 
 
+def _thumb_side(max_side: int) -> int:
+    """The side of a light's picture: half a master's."""
+    return max(32, max_side // 2)
+
+
+def page_products(output_dir: str | os.PathLike, report: dict, *,
+                  max_side: int = 256) -> list[tuple[Path, int]]:
+    """The products the page pictures (masters, lights, stacks of ``report``), each with its side.
+
+    They can be summarized beforehand, in parallel (`ProductSummaries.put`), so that writing the
+    page reads none of them.
+    """
+    output_dir = as_location(output_dir)
+    listed = [*((entry, max_side) for entry in (report.get("masters") or {}).values()),
+              *((entry, _thumb_side(max_side)) for entry in (report.get("frames") or {}).values()),
+              *((entry, max_side) for entry in (report.get("stacks") or {}).values())]
+    return [(path, side) for entry, side in listed
+            if (path := _local(output_dir, entry.get("output"))) is not None]
+
+
 def render_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> str:
     """The HTML text of the night's page (see `write_report_page`)."""
     location = as_location(output_dir)
@@ -220,7 +240,7 @@ def _render(output_dir, *, max_side: int, summaries: ProductSummaries) -> str:
         raise ConfigError(str(output_dir), f"no readable report.json: {err.strerror}") from err
     except json.JSONDecodeError as err:
         raise ConfigError(str(output_dir / "report.json"), f"not valid JSON: {err}") from err
-    thumb = max(32, max_side // 2)
+    thumb = _thumb_side(max_side)
     title = f"ccdflow night: {output_dir.resolve().name}"
     meta = (f"output <code>{escape(str(report.get('output', output_dir)))}</code> &middot; started "
             f"{escape(str(report.get('started', '?')))} &middot; "
@@ -236,7 +256,8 @@ def _render(output_dir, *, max_side: int, summaries: ProductSummaries) -> str:
             f"<main>{body}</main></body></html>\n")
 
 
-def write_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> Path:
+def write_report_page(output_dir: str | os.PathLike, *, max_side: int = 256,
+                      summaries: ProductSummaries | None = None) -> Path:
     """Write ``report.html`` beside ``report.json`` in a night's output folder, atomically.
 
     The page shows failures first with their reasons, then the counts of frames done, reused and
@@ -252,6 +273,8 @@ def write_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> 
     max_side : int
         Longest side of a master's picture in pixels (the lights' pictures are half that); large
         images are shrunk by block means, which keeps the page small.
+    summaries : ProductSummaries, optional
+        The folder's page cache when the caller has it loaded already.
 
     Returns
     -------
@@ -271,7 +294,7 @@ def write_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> 
     PosixPath('reduced/report.html')
     """
     location = as_location(output_dir)
-    summaries = ProductSummaries(location)
+    summaries = summaries if summaries is not None else ProductSummaries(location)
     text = _render(location, max_side=max_side, summaries=summaries)
     path = location / "report.html"
     with atomic_path(path) as tmp:
@@ -280,7 +303,8 @@ def write_report_page(output_dir: str | os.PathLike, *, max_side: int = 256) -> 
     return path
 
 
-def write_report_page_or_warn(output_dir: str | os.PathLike) -> Path | None:
+def write_report_page_or_warn(output_dir: str | os.PathLike, *,
+                              summaries: ProductSummaries | None = None) -> Path | None:
     """Write ``report.html`` as `write_report_page` does; without matplotlib, log a warning instead.
 
     The page is an extra of a night: a missing plotting library or an unreadable product skips it
@@ -290,6 +314,8 @@ def write_report_page_or_warn(output_dir: str | os.PathLike) -> Path | None:
     ----------
     output_dir : str or path-like
         The night's output folder.
+    summaries : ProductSummaries, optional
+        Its page cache, when loaded already.
 
     Returns
     -------
@@ -302,7 +328,7 @@ def write_report_page_or_warn(output_dir: str | os.PathLike) -> Path | None:
     PosixPath('reduced/report.html')
     """
     try:
-        return write_report_page(output_dir)
+        return write_report_page(output_dir, summaries=summaries)
     except ImportError as err:
         logger.warning("report.html skipped: %s", err)
     except OSError as err:  # a product removed or truncated since the night wrote it

@@ -18,6 +18,7 @@ from distributed.security import Security
 from ccdflow._version import __version__
 from ccdflow.errors import CcdflowError, NightAbortedError, WorkerMemoryError
 from ccdflow.io.filelist import drop_duplicates, read_filelist, scan_directory
+from ccdflow.io.report_cache import ProductSummaries
 from ccdflow.io.report_page import write_report_page_or_warn
 from ccdflow.io.write import check_output_tree, guard_inputs, remove_stale_temporaries
 from ccdflow.night.cluster import open_cluster, recording_performance
@@ -33,6 +34,7 @@ from ccdflow.night.reuse import frame_jobs
 from ccdflow.night.stage_bpm import BpmPlan, build_bpm
 from ccdflow.night.stage_lights import FrameJob, FrameResult, calibrate_frame_job
 from ccdflow.night.stage_masters import build_masters
+from ccdflow.night.stage_page import summarize_for_page
 from ccdflow.night.stage_stacks import stack_lights, stack_name
 from ccdflow.night.store import Store
 from ccdflow.night.verify import repair_store
@@ -253,7 +255,7 @@ def _bad_pixel_mask(bpm: BpmPlan, plan: Plan, store: Store, config: NightConfig,
 
 
 def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client | None, *,
-          echo, progress: bool) -> None:
+          echo, progress: bool) -> ProductSummaries:
     """Everything that writes: output folder, masters, lights, stacks; the report after each stage."""
     config.output.mkdir(parents=True, exist_ok=True)
     if not (config.output / CACHE_NAME).exists():
@@ -280,6 +282,10 @@ def _work(plan: Plan, config: NightConfig, report: NightReport, client: Client |
         t = time.perf_counter()
         report.stacks.update(stack_lights(plan, store, config, report, budget=budget, show=progress))
         report.seconds["stacks"] = time.perf_counter() - t
+    t = time.perf_counter()
+    summaries = summarize_for_page(config.output, report, client)
+    report.seconds["page"] = time.perf_counter() - t
+    return summaries
 
 
 def _lights(plan: Plan, store: Store, config: NightConfig, failed: dict[str, str],
@@ -395,7 +401,7 @@ def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | Non
     with open_cluster(config.cluster, scheduler=scheduler, n_workers=n_workers, security=security,
                       echo=echo) as client, recording_performance(client, performance_report):
         try:
-            _work(plan, config, report, client, echo=echo, progress=progress)
+            summaries = _work(plan, config, report, client, echo=echo, progress=progress)
         except (Exception, KeyboardInterrupt) as err:
             report.aborted = abort_reason(err)
             report.seconds["total"] = time.perf_counter() - t0
@@ -406,5 +412,5 @@ def reduce_night(config: NightConfig, *, scheduler: str | Client | Cluster | Non
     report.aborted = None
     report.seconds["total"] = time.perf_counter() - t0
     report.write(config.output / "report.json")
-    write_report_page_or_warn(config.output)
+    write_report_page_or_warn(config.output, summaries=summaries)
     return report
