@@ -60,3 +60,24 @@ def test_the_digest_taken_while_writing_is_the_files_and_costs_no_copy(tmp_path)
     assert peak < image.nbytes / 4
     np.testing.assert_array_equal(image, before)
     assert not list(tmp_path.glob(".ccdflow-*"))  # no temporary left
+
+
+def test_a_raw_header_of_plain_cards_is_written_the_same_without_astropys_check(tmp_path):
+    raw = fits.Header([("EXPTIME", 30.0, "[s]"), ("OBJECT", "M 67"), ("DATE-OBS", "2018-08-10"),
+                       ("GAIN", 1.5), ("FLAG", True)])
+    raw["HISTORY"] = "observed"
+    raw["LONGTEXT"] = "x" * 100  # a long string: CONTINUE cards, not a plain form
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    written = {}
+    for checked in (True, False):
+        path = tmp_path / f"{checked}.fits"
+        write_calibrated(path, image=image, error=image, header=raw, raw_cards_checked=checked)
+        written[checked] = path.read_bytes()
+    assert written[True] == written[False]
+
+
+def test_a_lowercase_raw_keyword_is_fixed_not_fatal(tmp_path):
+    raw = fits.Header.fromstring("exptime =                 30.0".ljust(80))
+    image = np.ones((3, 4), np.float32)
+    write_calibrated(tmp_path / "a.fits", image=image, error=image, header=raw)
+    assert fits.getheader(tmp_path / "a.fits")["EXPTIME"] == 30.0

@@ -158,7 +158,8 @@ def _detector_cards(params: CalibrationParams, stats: dict) -> list[tuple[str, A
 
 def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.ndarray,
                      header: fits.Header, mask: np.ndarray | None = None,
-                     overwrite: bool = True, sha1: Any = None) -> Path:
+                     overwrite: bool = True, sha1: Any = None,
+                     raw_cards_checked: bool = False) -> Path:
     """Write the calibrated image (primary), ``ERROR`` and optional ``MASK`` extensions atomically.
 
     Parameters
@@ -176,6 +177,11 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
         Whether an existing file may be replaced.
     sha1 : hashlib object, optional
         Fed the file's bytes as they are written (its digest without reading it back).
+    raw_cards_checked : bool
+        The raw cards in ``header`` are all of the plain forms astropy writes as they are
+        (`ccdflow.io.fits_plain.simple_cards`), and the others were made by `calibrated_header`:
+        astropy's verification of every card on output is skipped (about 1 ms a light). Otherwise
+        it fixes what it can (a lowercase keyword is written in upper case, as FITS requires).
 
     Returns
     -------
@@ -190,7 +196,8 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=MASK_DTYPE), name="MASK"))
         for key, value, comment in mask_header(dtype=MASK_DTYPE):
             hdus[2].header[key] = (value, comment)
-    return write_fits(path, fits.HDUList(hdus), overwrite=overwrite, sha1=sha1)
+    return write_fits(path, fits.HDUList(hdus), overwrite=overwrite, sha1=sha1,
+                      output_verify="ignore" if raw_cards_checked else "silentfix")
 
 
 # cards of one calibrated frame that say nothing true about a combination of frames

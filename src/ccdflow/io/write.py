@@ -224,13 +224,14 @@ def _remote_temporary(path: RemotePath) -> Iterator[Path]:
 
 
 def write_fits(path: str | os.PathLike | RemotePath, hdul: fits.HDUList, *, overwrite: bool = True,
-               checksum: bool = False, sha1: Any = None) -> Location:
+               checksum: bool = False, sha1: Any = None,
+               output_verify: str = "exception") -> Location:
     """Write an HDU list atomically, never leaving a partial file at ``path``.
 
     ``checksum`` adds FITS ``CHECKSUM``/``DATASUM`` cards; it costs about as much as the write
     itself, so it is used for masters (written once, read by every light) and not per light.
     ``sha1``, a `hashlib` object, is fed the bytes as they are written: the file's digest without
-    reading it back.
+    reading it back. ``output_verify`` is astropy's (``exception``, ``fix``, ``ignore``...).
 
     Examples
     --------
@@ -247,17 +248,17 @@ def write_fits(path: str | os.PathLike | RemotePath, hdul: fits.HDUList, *, over
         if not overwrite and path.exists():
             raise OutputExistsError(f"{path}: exists and overwrite is off")
         buffer = io.BytesIO()
-        hdul.writeto(buffer, checksum=checksum)
+        hdul.writeto(buffer, checksum=checksum, output_verify=output_verify)
         if sha1 is not None:
             sha1.update(buffer.getbuffer())
         path.write_bytes(buffer.getvalue())
         return path
     with atomic_path(path, overwrite=overwrite) as tmp:
         if sha1 is None:
-            hdul.writeto(tmp, overwrite=True, checksum=checksum)
+            hdul.writeto(tmp, overwrite=True, checksum=checksum, output_verify=output_verify)
         else:
             with open(tmp, "wb") as out:
-                hdul.writeto(_Hashing(out, sha1), checksum=checksum)
+                hdul.writeto(_Hashing(out, sha1), checksum=checksum, output_verify=output_verify)
     return path
 
 

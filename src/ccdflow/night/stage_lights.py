@@ -19,6 +19,7 @@ from ccdflow.array.calibration import Masters, calibrate_array, check_geometry, 
 from ccdflow.array.frame_quality import QualityParams
 from ccdflow.errors import CcdflowError, FrameError
 from ccdflow.io.fits import read_images, read_rows
+from ccdflow.io.fits_plain import simple_cards
 from ccdflow.io.names import header_text
 from ccdflow.io.products import add_fallback_notes, calibrated_header, write_calibrated
 from ccdflow.night.plan import FramePlan
@@ -110,7 +111,8 @@ def calibrate_frame_job(job: FrameJob) -> FrameResult:
         add_fallback_notes(header, plan.notes)
         digest = hashlib.sha1()  # of the bytes as written: the product is not read back
         write_calibrated(plan.output, image=image, error=error, header=header,
-                         mask=mask if job.write_mask else None, sha1=digest)
+                         mask=mask if job.write_mask else None, sha1=digest,
+                         raw_cards_checked=simple_cards(plan.frame.header))
         clock.lap("fits")
         seconds = time.perf_counter() - start
         stats = {**stats, "timings": clock.laps}
