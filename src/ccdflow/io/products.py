@@ -16,10 +16,11 @@ from ccdflow.array.combination import CombineParams
 from ccdflow.array.masks import MASK_DTYPE, mask_header
 from ccdflow.errors import FrameReadError
 from ccdflow.io.fits import read_header, read_rows
+from ccdflow.io.fits_write import plain_header, write_image_hdus
 from ccdflow.io.headers import GAIN_KEYS, READ_NOISE_KEYS, SATURATION_KEYS, find_exposure_time
 from ccdflow.io.location import RemotePath, as_location, open_binary, open_fits
 from ccdflow.io.names import header_text
-from ccdflow.io.write import write_fits
+from ccdflow.io.write import write_fits, write_stream
 
 __all__ = ["add_combine_cards", "add_fallback_notes", "calibrated_header", "file_sha1", "master_header",
            "read_extensions", "read_master", "stack_header", "write_calibrated", "write_master"]
@@ -187,14 +188,26 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
     -------
     pathlib.Path
     """
-    # FITS is big-endian: astropy swaps a writeable native array in place while writing it and
-    # swaps it back, so no big-endian copy of the frame is held (32 MiB at 2048^2, 128 at 4096^2)
-    hdus = [fits.PrimaryHDU(np.asarray(image, dtype=np.float32), header=header),
-            fits.ImageHDU(np.asarray(error, dtype=np.float32), name="ERROR")]
-    hdus[1].header["BUNIT"] = (header.get("BUNIT", "adu"), "1-sigma error of the primary image")
+    # FITS is big-endian: a writeable native array is swapped in place while it is written and
+    # swapped back, so no big-endian copy of the frame is held (32 MiB at 2048^2, 128 at 4096^2)
+    image, error = np.asarray(image, dtype=np.float32), np.asarray(error, dtype=np.float32)
+    error_cards = (("BUNIT", header.get("BUNIT", "adu"), "1-sigma error of the primary image"),)
+    mask_cards = tuple(mask_header(dtype=MASK_DTYPE))
     if mask is not None:
-        hdus.append(fits.ImageHDU(np.asarray(mask, dtype=MASK_DTYPE), name="MASK"))
-        for key, value, comment in mask_header(dtype=MASK_DTYPE):
+        mask = np.asarray(mask, dtype=MASK_DTYPE)
+    if raw_cards_checked and plain_header(header) and not isinstance(as_location(path), RemotePath):
+        # the same bytes as astropy's writeto, without building its HDUs (fits_write)
+        extensions = [(error, "ERROR", error_cards)]
+        if mask is not None:
+            extensions.append((mask, "MASK", mask_cards))
+        return write_stream(path, lambda out: write_image_hdus(out, header, image, extensions),
+                            overwrite=overwrite, sha1=sha1)
+    hdus = [fits.PrimaryHDU(image, header=header), fits.ImageHDU(error, name="ERROR")]
+    for key, value, comment in error_cards:
+        hdus[1].header[key] = (value, comment)
+    if mask is not None:
+        hdus.append(fits.ImageHDU(mask, name="MASK"))
+        for key, value, comment in mask_cards:
             hdus[2].header[key] = (value, comment)
     return write_fits(path, fits.HDUList(hdus), overwrite=overwrite, sha1=sha1,
                       output_verify="ignore" if raw_cards_checked else "silentfix")

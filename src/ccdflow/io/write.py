@@ -11,7 +11,7 @@ import io
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ccdflow.errors import CcdflowError, InputOverwriteError, OutputExistsError,
 from ccdflow.io.location import Location, RemotePath, as_location, resolve_cached
 
 __all__ = ["atomic_path", "check_output_tree", "guard_inputs", "remove_stale_temporaries",
-           "write_fits"]
+           "write_fits", "write_stream"]
 
 #: Temporary files are ``.ccdflow-<name>-<random>.part``: a rerun deletes these and nothing else.
 TEMP_PREFIX = ".ccdflow-"
@@ -253,13 +253,41 @@ def write_fits(path: str | os.PathLike | RemotePath, hdul: fits.HDUList, *, over
             sha1.update(buffer.getbuffer())
         path.write_bytes(buffer.getvalue())
         return path
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        if sha1 is None:
+    if sha1 is None:
+        with atomic_path(path, overwrite=overwrite) as tmp:
             hdul.writeto(tmp, overwrite=True, checksum=checksum, output_verify=output_verify)
-        else:
-            with open(tmp, "wb") as out:
-                hdul.writeto(_Hashing(out, sha1), checksum=checksum, output_verify=output_verify)
+        return path
+    return write_stream(path, lambda out: hdul.writeto(out, checksum=checksum,
+                                                       output_verify=output_verify),
+                        overwrite=overwrite, sha1=sha1)
+
+
+def write_stream(path: str | os.PathLike, write: Callable[[Any], None], *, overwrite: bool = True,
+                 sha1: Any = None) -> Path:
+    """Write a local file atomically through ``write(stream)``; ``sha1`` is fed every byte.
+
+    The stream given to ``write`` is not seekable (so astropy hands it each array's own buffer)
+    and tells its position.
+
+    Examples
+    --------
+    >>> import hashlib, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
+    >>> digest = hashlib.sha1()
+    >>> write_stream(path, lambda out: out.write(b"done"), sha1=digest).read_text()
+    'done'
+    >>> digest.hexdigest() == hashlib.sha1(b"done").hexdigest()
+    True
+    """
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as out:
+        write(_Hashing(out, sha1 if sha1 is not None else _NoDigest()))
     return path
+
+
+class _NoDigest:
+    def update(self, data) -> None:
+        pass
 
 
 class _Hashing:
