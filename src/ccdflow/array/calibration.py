@@ -110,6 +110,16 @@ class Master:
         return self.norm
 
 
+@functools.lru_cache(maxsize=64)
+def _one_amplifier(area: Region, overscans: tuple[Region, ...], gain: float, read_noise: float,
+                   saturation: float | None) -> Detector:
+    """The one-amplifier detector of these fields; frames of a night share it (it is immutable)."""
+    amp = Amplifier(name="A", data=area, overscans=overscans,
+                    destination=Region(xmin=0, xmax=area.shape[1], ymin=0, ymax=area.shape[0]),
+                    gain=gain, read_noise=read_noise, saturation=saturation)
+    return Detector(name="detector", amplifiers=(amp,), shape=area.shape)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CalibrationParams:
     """Everything one frame's calibration needs besides the pixels and the masters, resolved.
@@ -190,11 +200,8 @@ class CalibrationParams:
         """The detector calibrated: ``detector``, or the one amplifier the scalar fields describe."""
         if self.detector is not None:
             return self.detector
-        area = self.image_area
-        amp = Amplifier(name="A", data=area, overscans=self.overscans,
-                        destination=Region(xmin=0, xmax=area.shape[1], ymin=0, ymax=area.shape[0]),
-                        gain=self.gain, read_noise=self.read_noise, saturation=self.saturation)
-        return Detector(name="detector", amplifiers=(amp,), shape=area.shape)
+        return _one_amplifier(self.image_area, self.overscans, self.gain, self.read_noise,
+                              self.saturation)
 
     @property
     def shape(self) -> tuple[int, int]:
