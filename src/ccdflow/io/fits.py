@@ -177,10 +177,9 @@ def _read_hdu(path: str | os.PathLike | RemotePath, hdu: int
               ) -> tuple[int, HeaderText, PlainLayout | None]:
     source, path = _source(path), str(path)
     if hdu == 0 and not isinstance(source, RemotePath):
-        plain = read_primary(source)  # None: not a plain primary image, astropy reads it below
+        plain = _plain_primary(source)  # None: not a plain primary image, astropy reads it below
         if plain is not None:
-            check_cards(plain.cards, path=path, hdu=0)
-            return 0, plain.cards, _layout(plain.values, plain.offset, plain.stamp)
+            return 0, *plain
     try:
         # Our own handle: astropy leaks its own when an escalated warning interrupts fits.open.
         # A remote one reads by byte ranges: the headers, never the pixels.
@@ -354,13 +353,21 @@ def read_images(path: str | RemotePath, hdus: Sequence[int], rows: slice = slice
     return out
 
 
-def _read_plain(path: str, rows: slice, cols: slice) -> np.ndarray | None:
-    """The rows of a plain file's primary image with one ``pread`` (None: not such a file)."""
+def _plain_primary(path: str) -> tuple[HeaderText, PlainLayout] | None:
+    """A plain file's primary image header, checked, and its layout (None: not such a file)."""
     plain = read_primary(path)
     if plain is None:
         return None
     check_cards(plain.cards, path=path, hdu=0)
-    layout = _layout(plain.values, plain.offset, plain.stamp)
+    return plain.cards, _layout(plain.values, plain.offset, plain.stamp)
+
+
+def _read_plain(path: str, rows: slice, cols: slice) -> np.ndarray | None:
+    """The rows of a plain file's primary image with one ``pread`` (None: not such a file)."""
+    plain = _plain_primary(path)
+    if plain is None:
+        return None
+    layout = plain[1]
     r0, r1, _ = rows.indices(layout.shape[0])
     out = np.empty((max(0, r1 - r0), layout.shape[1]), np.float32)
     if not read_band(path, layout, slice(r0, r1), out):

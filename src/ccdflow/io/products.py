@@ -190,25 +190,21 @@ def write_calibrated(path: str | os.PathLike, *, image: np.ndarray, error: np.nd
     """
     # FITS is big-endian: a writeable native array is swapped in place while it is written and
     # swapped back, so no big-endian copy of the frame is held (32 MiB at 2048^2, 128 at 4096^2)
-    image, error = np.asarray(image, dtype=np.float32), np.asarray(error, dtype=np.float32)
-    error_cards = (("BUNIT", header.get("BUNIT", "adu"), "1-sigma error of the primary image"),)
-    mask_cards = tuple(mask_header(dtype=MASK_DTYPE))
+    image = np.asarray(image, dtype=np.float32)
+    extensions = [(np.asarray(error, dtype=np.float32), "ERROR",
+                   (("BUNIT", header.get("BUNIT", "adu"), "1-sigma error of the primary image"),))]
     if mask is not None:
-        mask = np.asarray(mask, dtype=MASK_DTYPE)
+        extensions.append((np.asarray(mask, dtype=MASK_DTYPE), "MASK",
+                           tuple(mask_header(dtype=MASK_DTYPE))))
     if raw_cards_checked and plain_header(header) and not isinstance(as_location(path), RemotePath):
         # the same bytes as astropy's writeto, without building its HDUs (fits_write)
-        extensions = [(error, "ERROR", error_cards)]
-        if mask is not None:
-            extensions.append((mask, "MASK", mask_cards))
         return write_stream(path, lambda out: write_image_hdus(out, header, image, extensions),
                             overwrite=overwrite, sha1=sha1)
-    hdus = [fits.PrimaryHDU(image, header=header), fits.ImageHDU(error, name="ERROR")]
-    for key, value, comment in error_cards:
-        hdus[1].header[key] = (value, comment)
-    if mask is not None:
-        hdus.append(fits.ImageHDU(mask, name="MASK"))
-        for key, value, comment in mask_cards:
-            hdus[2].header[key] = (value, comment)
+    hdus = [fits.PrimaryHDU(image, header=header)]
+    for array, name, cards in extensions:
+        hdus.append(fits.ImageHDU(array, name=name))
+        for key, value, comment in cards:
+            hdus[-1].header[key] = (value, comment)
     return write_fits(path, fits.HDUList(hdus), overwrite=overwrite, sha1=sha1,
                       output_verify="ignore" if raw_cards_checked else "silentfix")
 
